@@ -1,0 +1,48 @@
+// The matrix-multiply backend: every matrix product in iris goes through this interface, so another backend
+// (CUDA) can slot in later without touching models. CPU implementation: oneDNN.
+#pragma once
+#include <cstdint>
+#include <memory>
+
+#include "tensor/tensor.h"
+
+namespace iris::cpu {
+
+// C(M,N) = alpha * op(A) * op(B) + beta * C; all row-major f32 with leading dimensions (like BLAS sgemm with
+// row-major storage). op(A) is (M,K): A is (M,K) with lda >= K, or (K,M) with lda >= M when trans_a.
+void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+              const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Precision of the arithmetic of a linear layer's product (accumulation is always f32).
+enum class MatmulPrecision { F32, BF16 };
+
+// A linear layer's weight W (N=out, K=in), as Hugging Face stores it, prepared for y = x W^T + b.
+// The weight may be f32 (read from the checkpoint mapping as stored), or bf16/f16; with BF16 precision the
+// weight is converted to bf16 once and activations are converted per call. Packing for speed is internal.
+class LinearWeight {
+ public:
+  LinearWeight() = default;
+  LinearWeight(Tensor w, MatmulPrecision precision);
+  ~LinearWeight();
+  LinearWeight(LinearWeight&&) noexcept;
+  LinearWeight& operator=(LinearWeight&&) noexcept;
+
+  bool defined() const { return w_.defined(); }
+  int64_t out_features() const { return w_.defined() ? w_.dim(0) : 0; }
+  int64_t in_features() const { return w_.defined() ? w_.dim(1) : 0; }
+  const Tensor& tensor() const { return w_; }  // the weight as given, (N, K)
+  MatmulPrecision precision() const { return precision_; }
+
+  // y(M,N) = x(M,K) W^T (+ bias(N)) (+ y if accumulate). x and y are row-major with the given leading dims.
+  void forward(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, const float* bias = nullptr,
+               bool accumulate = false) const;
+
+  struct Impl;
+
+ private:
+  Tensor w_;
+  MatmulPrecision precision_ = MatmulPrecision::F32;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace iris::cpu

@@ -1,0 +1,60 @@
+#include "test_util.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace iris::test {
+
+std::string shared_dir() {
+  const char* env = std::getenv("IRIS_SHARED_DIR");
+  return env && *env ? env : IRIS_SHARED_DIR;
+}
+
+std::string source_dir() { return IRIS_SOURCE_DIR; }
+
+std::string temp_dir() {
+  static std::string dir = [] {
+    auto base = std::filesystem::temp_directory_path() / ("iris_test_" + std::to_string(getpid()));
+    std::filesystem::remove_all(base);
+    std::filesystem::create_directories(base);
+    return base.string();
+  }();
+  return dir;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("cannot read " + path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(data.data(), std::streamsize(data.size()));
+  if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+double max_abs_diff(const float* a, const float* b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; ++i) {
+    double d = std::fabs(double(a[i]) - double(b[i]));
+    if (std::isnan(d)) return INFINITY;
+    m = std::max(m, d);
+  }
+  return m;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  if (a.size() != b.size()) return INFINITY;
+  return max_abs_diff(a.data(), b.data(), a.size());
+}
+
+}  // namespace iris::test

@@ -1,0 +1,19 @@
+// Helpers shared by the tests: where the shared reference files are, and array comparisons.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace iris::test {
+
+std::string shared_dir();   // the shared/ folder with refcases/ and tokenizers/
+std::string source_dir();   // the repository root
+std::string temp_dir();     // a fresh empty folder for this test process
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& data);
+
+// Largest |a[i] - b[i]|; sizes must match.
+double max_abs_diff(const float* a, const float* b, size_t n);
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b);
+
+}  // namespace iris::test
