@@ -1,0 +1,45 @@
+// Flag definitions shared by the subcommands.
+#include "cli/common.h"
+
+#include "cpu/threads.h"
+
+namespace iris::cli {
+
+void ModelFlags::add(CLI::App& app) {
+  app.add_option("-m,--model", model, "model folder (Hugging Face layout: config.json, *.safetensors, tokenizer.json)")
+      ->required();
+  app.add_option("--dtype", dtype, "matrix-product precision: auto (f32 for f32 checkpoints, else bf16), f32, bf16")
+      ->check(CLI::IsMember({"auto", "f32", "bf16"}));
+  app.add_option("-t,--threads", threads, "threads (default: all cores)");
+  app.add_option("-c,--ctx-size", ctx, "context length in tokens (default: the model's, at most 4096)");
+  app.add_option("--image-pad", image_pad, "none: resize + center crop; square: pad to a square with the mean colour first (original LLaVA-1.5)")
+      ->check(CLI::IsMember({"none", "square"}));
+  app.add_option("--max-image-pixels", max_image_pixels, "refuse images with more pixels than this (checked before decoding)");
+  app.add_flag("--no-exif", no_exif, "ignore EXIF orientation");
+}
+
+runtime::EngineOptions ModelFlags::engine_options() const {
+  runtime::EngineOptions o;
+  o.load.precision = dtype == "f32" ? models::WeightPrecision::F32
+                     : dtype == "bf16" ? models::WeightPrecision::BF16
+                                       : models::WeightPrecision::Auto;
+  o.n_ctx = ctx;
+  o.pad_to_square = image_pad == "square";
+  o.decode.max_pixels = max_image_pixels;
+  o.decode.apply_exif_orientation = !no_exif;
+  return o;
+}
+
+void ModelFlags::apply_threads() const { cpu::set_num_threads(threads); }
+
+void SamplingFlags::add(CLI::App& app) {
+  app.add_option("--temp", p.temperature, "temperature; 0 = greedy (default 0, as Hugging Face's generate)");
+  app.add_option("--top-k", p.top_k, "top-k sampling (0 = off)");
+  app.add_option("--top-p", p.top_p, "top-p sampling (1 = off)");
+  app.add_option("--min-p", p.min_p, "min-p sampling (0 = off)");
+  app.add_option("--repeat-penalty", p.repetition_penalty, "repetition penalty (1 = off)");
+  app.add_option("--repeat-last-n", p.repeat_last_n, "tokens considered by the repetition penalty (-1 = all)");
+  app.add_option("-s,--seed", p.seed, "random seed");
+}
+
+}  // namespace iris::cli

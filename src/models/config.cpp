@@ -1,0 +1,305 @@
+// config.json parsing. Every absent key takes the value Hugging Face's config class gives it (transformers 4.47).
+#include "models/config.h"
+
+#include <cmath>
+
+#include "io/file.h"
+#include "tensor/error.h"
+
+namespace iris::models {
+
+using nlohmann::json;
+
+namespace {
+
+// Reads j[key] into out when present and not null; a value of the wrong type is an error naming the key.
+template <typename T>
+void get_opt(const json& j, const char* key, T& out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return;
+  try {
+    out = it->get<T>();
+  } catch (const json::exception&) {
+    throw Error(str_cat("config key '", key, "' has the wrong type: ", it->dump()));
+  }
+}
+
+void check_positive(const char* what, long v) { IRIS_CHECK(v > 0, "config: ", what, " must be positive, got ", v); }
+
+}  // namespace
+
+ClipVisionConfig ClipVisionConfig::from_json(const json& j) {
+  ClipVisionConfig c;
+  IRIS_CHECK(j.is_object(), "vision_config must be an object");
+  get_opt(j, "hidden_size", c.hidden_size);
+  get_opt(j, "intermediate_size", c.intermediate_size);
+  get_opt(j, "num_hidden_layers", c.num_hidden_layers);
+  get_opt(j, "num_attention_heads", c.num_attention_heads);
+  get_opt(j, "num_channels", c.num_channels);
+  get_opt(j, "image_size", c.image_size);
+  get_opt(j, "patch_size", c.patch_size);
+  get_opt(j, "hidden_act", c.hidden_act);
+  get_opt(j, "layer_norm_eps", c.layer_norm_eps);
+  if (j.contains("model_type") && j["model_type"].is_string()) {
+    std::string mt = j["model_type"];
+    IRIS_CHECK(mt == "clip_vision_model" || mt == "clip", "vision_config model_type '", mt,
+               "' is not supported (supported: clip_vision_model)");
+  }
+  c.validate();
+  return c;
+}
+
+void ClipVisionConfig::validate() const {
+  check_positive("vision hidden_size", hidden_size);
+  check_positive("vision intermediate_size", intermediate_size);
+  check_positive("vision num_hidden_layers", num_hidden_layers);
+  check_positive("vision num_attention_heads", num_attention_heads);
+  check_positive("vision num_channels", num_channels);
+  check_positive("vision image_size", image_size);
+  check_positive("vision patch_size", patch_size);
+  IRIS_CHECK(hidden_size % num_attention_heads == 0, "vision hidden_size ", hidden_size,
+             " is not divisible by num_attention_heads ", num_attention_heads);
+  IRIS_CHECK(image_size % patch_size == 0, "vision image_size ", image_size, " is not a multiple of patch_size ",
+             patch_size);
+}
+
+json ClipVisionConfig::to_json() const {
+  return json{{"model_type", "clip_vision_model"},   {"hidden_size", hidden_size},
+              {"intermediate_size", intermediate_size}, {"num_hidden_layers", num_hidden_layers},
+              {"num_attention_heads", num_attention_heads}, {"num_channels", num_channels},
+              {"image_size", image_size},             {"patch_size", patch_size},
+              {"hidden_act", hidden_act},             {"layer_norm_eps", layer_norm_eps}};
+}
+
+LlamaConfig LlamaConfig::from_json(const json& j) {
+  LlamaConfig c;
+  IRIS_CHECK(j.is_object(), "text config must be an object");
+  if (j.contains("model_type") && j["model_type"].is_string()) {
+    std::string mt = j["model_type"];
+    IRIS_CHECK(mt == "llama", "text model_type '", mt,
+               "' is not supported (supported: llama)");
+  }
+  get_opt(j, "vocab_size", c.vocab_size);
+  get_opt(j, "hidden_size", c.hidden_size);
+  get_opt(j, "intermediate_size", c.intermediate_size);
+  get_opt(j, "num_hidden_layers", c.num_hidden_layers);
+  get_opt(j, "num_attention_heads", c.num_attention_heads);
+  get_opt(j, "num_key_value_heads", c.num_key_value_heads);
+  get_opt(j, "head_dim", c.head_dim);
+  get_opt(j, "max_position_embeddings", c.max_position_embeddings);
+  get_opt(j, "hidden_act", c.hidden_act);
+  get_opt(j, "rms_norm_eps", c.rms_norm_eps);
+  get_opt(j, "rope_theta", c.rope_theta);
+  get_opt(j, "attention_bias", c.attention_bias);
+  get_opt(j, "mlp_bias", c.mlp_bias);
+  get_opt(j, "tie_word_embeddings", c.tie_word_embeddings);
+  if (c.num_key_value_heads <= 0) c.num_key_value_heads = c.num_attention_heads;
+  if (c.head_dim <= 0 && c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
+  if (j.contains("bos_token_id")) {
+    if (j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<int>();
+    else if (j["bos_token_id"].is_null()) c.bos_token_id.reset();
+  }
+  if (j.contains("eos_token_id")) {
+    const json& e = j["eos_token_id"];
+    if (e.is_number_integer()) c.eos_token_ids = {e.get<int>()};
+    else if (e.is_array()) c.eos_token_ids = e.get<std::vector<int>>();
+    else if (e.is_null()) c.eos_token_ids.clear();
+  }
+  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+    const json& r = j["rope_scaling"];
+    RopeScaling& s = c.rope_scaling;
+    if (r.contains("rope_type")) s.type = r["rope_type"].get<std::string>();
+    else if (r.contains("type")) s.type = r["type"].get<std::string>();
+    get_opt(r, "factor", s.factor);
+    get_opt(r, "low_freq_factor", s.low_freq_factor);
+    get_opt(r, "high_freq_factor", s.high_freq_factor);
+    get_opt(r, "original_max_position_embeddings", s.original_max_position_embeddings);
+    IRIS_CHECK(s.type == "default" || s.type == "linear" || s.type == "llama3", "rope_scaling type '", s.type,
+               "' is not supported (supported: linear, llama3)");
+    IRIS_CHECK(s.factor > 0, "rope_scaling factor must be positive, got ", s.factor);
+  }
+  c.validate();
+  return c;
+}
+
+void LlamaConfig::validate() const {
+  check_positive("vocab_size", vocab_size);
+  check_positive("hidden_size", hidden_size);
+  check_positive("intermediate_size", intermediate_size);
+  check_positive("num_hidden_layers", num_hidden_layers);
+  check_positive("num_attention_heads", num_attention_heads);
+  check_positive("num_key_value_heads", num_key_value_heads);
+  check_positive("head_dim", head_dim);
+  check_positive("max_position_embeddings", max_position_embeddings);
+  IRIS_CHECK(num_attention_heads % num_key_value_heads == 0, "num_attention_heads ", num_attention_heads,
+             " is not a multiple of num_key_value_heads ", num_key_value_heads);
+  IRIS_CHECK(head_dim % 2 == 0, "head_dim must be even for rotary embeddings, got ", head_dim);
+  IRIS_CHECK(hidden_act == "silu" || hidden_act == "swish", "text hidden_act '", hidden_act,
+             "' is not supported (supported: silu)");
+  IRIS_CHECK(rope_theta > 0, "rope_theta must be positive");
+}
+
+json LlamaConfig::to_json() const {
+  json j{{"model_type", "llama"},
+         {"architectures", {"LlamaForCausalLM"}},
+         {"vocab_size", vocab_size},
+         {"hidden_size", hidden_size},
+         {"intermediate_size", intermediate_size},
+         {"num_hidden_layers", num_hidden_layers},
+         {"num_attention_heads", num_attention_heads},
+         {"num_key_value_heads", num_key_value_heads},
+         {"head_dim", head_dim},
+         {"max_position_embeddings", max_position_embeddings},
+         {"hidden_act", hidden_act},
+         {"rms_norm_eps", rms_norm_eps},
+         {"rope_theta", rope_theta},
+         {"attention_bias", attention_bias},
+         {"mlp_bias", mlp_bias},
+         {"tie_word_embeddings", tie_word_embeddings},
+         {"torch_dtype", "float32"}};
+  j["bos_token_id"] = bos_token_id ? json(*bos_token_id) : json(nullptr);
+  j["eos_token_id"] = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
+  if (rope_scaling.type == "default") {
+    j["rope_scaling"] = nullptr;
+  } else {
+    j["rope_scaling"] = {{"rope_type", rope_scaling.type}, {"factor", rope_scaling.factor}};
+    if (rope_scaling.type == "llama3") {
+      j["rope_scaling"]["low_freq_factor"] = rope_scaling.low_freq_factor;
+      j["rope_scaling"]["high_freq_factor"] = rope_scaling.high_freq_factor;
+      j["rope_scaling"]["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+    }
+  }
+  return j;
+}
+
+std::vector<float> LlamaConfig::rope_inv_freq() const {
+  const int half = head_dim / 2;
+  std::vector<float> inv(size_t(half));
+  for (int i = 0; i < half; ++i) {
+    // HF: 1 / base ** (arange(0, dim, 2).float() / dim), evaluated in float32.
+    float e = float(2 * i) / float(head_dim);
+    inv[size_t(i)] = 1.0f / std::pow(float(rope_theta), e);
+  }
+  const RopeScaling& s = rope_scaling;
+  if (s.type == "linear") {
+    for (float& f : inv) f = float(f / s.factor);
+  } else if (s.type == "llama3") {
+    const double old_len = s.original_max_position_embeddings;
+    const double low_wavelen = old_len / s.low_freq_factor, high_wavelen = old_len / s.high_freq_factor;
+    for (float& f : inv) {
+      double wavelen = 2 * M_PI / f;
+      if (wavelen < high_wavelen) continue;
+      if (wavelen > low_wavelen) {
+        f = float(f / s.factor);
+      } else {
+        double smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = float((1 - smooth) * f / s.factor + smooth * f);
+      }
+    }
+  }
+  return inv;
+}
+
+int LlavaConfig::feature_layer_index() const {
+  int n = vision.num_hidden_layers;
+  int idx = vision_feature_layer < 0 ? n + 1 + vision_feature_layer : vision_feature_layer;
+  return idx;
+}
+
+int LlavaConfig::image_tokens_per_image() const {
+  int patches = vision.grid() * vision.grid();
+  return vision_feature_select_strategy == "full" ? patches + 1 : patches;
+}
+
+LlavaConfig LlavaConfig::from_json(const json& j) {
+  LlavaConfig c;
+  // HF LlavaConfig: an absent vision_config is CLIP ViT-L/14-336; an absent text_config is LlamaConfig().
+  c.vision.hidden_size = 1024;
+  c.vision.intermediate_size = 4096;
+  c.vision.num_hidden_layers = 24;
+  c.vision.num_attention_heads = 16;
+  c.vision.image_size = 336;
+  c.vision.patch_size = 14;
+  if (j.contains("vision_config") && !j["vision_config"].is_null())
+    c.vision = ClipVisionConfig::from_json(j["vision_config"]);
+  if (j.contains("text_config") && !j["text_config"].is_null()) c.text = LlamaConfig::from_json(j["text_config"]);
+  get_opt(j, "projector_hidden_act", c.projector_hidden_act);
+  get_opt(j, "multimodal_projector_bias", c.projector_bias);
+  if (j.contains("vision_feature_layer")) {
+    const json& v = j["vision_feature_layer"];
+    IRIS_CHECK(v.is_number_integer(), "vision_feature_layer must be one integer (lists of layers are not supported), got ",
+               v.dump());
+    c.vision_feature_layer = v.get<int>();
+  }
+  get_opt(j, "vision_feature_select_strategy", c.vision_feature_select_strategy);
+  get_opt(j, "image_token_index", c.image_token_index);
+  if (j.contains("image_token_id") && j["image_token_id"].is_number_integer())  // newer transformers spelling
+    c.image_token_index = j["image_token_id"].get<int>();
+  if (j.contains("pad_token_id") && j["pad_token_id"].is_number_integer()) c.pad_token_id = j["pad_token_id"].get<int>();
+  c.validate();
+  return c;
+}
+
+void LlavaConfig::validate() const {
+  vision.validate();
+  text.validate();
+  int idx = feature_layer_index();
+  IRIS_CHECK(idx >= 0 && idx <= vision.num_hidden_layers, "vision_feature_layer ", vision_feature_layer,
+             " is out of range for a vision tower with ", vision.num_hidden_layers, " layers");
+  IRIS_CHECK(vision_feature_select_strategy == "default" || vision_feature_select_strategy == "full",
+             "vision_feature_select_strategy '", vision_feature_select_strategy, "' is not one of default, full");
+  IRIS_CHECK(image_token_index >= 0, "image_token_index must be >= 0, got ", image_token_index);
+}
+
+json LlavaConfig::to_json() const {
+  json t = text.to_json();
+  json j{{"architectures", {"LlavaForConditionalGeneration"}},
+         {"model_type", "llava"},
+         {"vision_config", vision.to_json()},
+         {"text_config", t},
+         {"projector_hidden_act", projector_hidden_act},
+         {"multimodal_projector_bias", projector_bias},
+         {"vision_feature_layer", vision_feature_layer},
+         {"vision_feature_select_strategy", vision_feature_select_strategy},
+         {"image_token_index", image_token_index},
+         {"image_seq_length", image_tokens_per_image()},
+         {"tie_word_embeddings", text.tie_word_embeddings},
+         {"torch_dtype", "float32"}};
+  if (pad_token_id) j["pad_token_id"] = *pad_token_id;
+  return j;
+}
+
+ModelConfig ModelConfig::from_json(const json& j) {
+  IRIS_CHECK(j.is_object(), "config.json must be a JSON object");
+  ModelConfig m;
+  m.raw = j;
+  std::string arch, model_type;
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    arch = j["architectures"][0];
+  if (j.contains("model_type") && j["model_type"].is_string()) model_type = j["model_type"];
+  if (arch == "LlavaForConditionalGeneration" || (arch.empty() && model_type == "llava")) {
+    m.arch = Architecture::Llava;
+    m.llava = LlavaConfig::from_json(j);
+  } else if (arch == "LlamaForCausalLM" ||
+             (arch.empty() && model_type == "llama")) {
+    m.arch = Architecture::Llama;
+    m.llava.text = LlamaConfig::from_json(j);
+  } else {
+    throw Error(str_cat("unknown architecture '", arch.empty() ? model_type : arch,
+                        "' (supported: LlavaForConditionalGeneration, LlamaForCausalLM)"));
+  }
+  return m;
+}
+
+ModelConfig ModelConfig::from_file(const std::string& path) {
+  try {
+    return from_json(io::read_json_file(path));
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.find(path) != std::string::npos) throw;
+    throw Error(str_cat(path, ": ", msg));
+  }
+}
+
+}  // namespace iris::models

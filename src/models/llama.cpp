@@ -1,0 +1,79 @@
+// Llama decoder forward.
+#include "models/llama.h"
+
+#include <numeric>
+
+namespace iris::models {
+
+void Llama::load(WeightLoader& w, const std::string& body, const std::string& head, const LlamaConfig& cfg) {
+  cfg_ = cfg;
+  const int64_t D = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size;
+  const int64_t qd = int64_t(cfg.num_attention_heads) * cfg.head_dim, kvd = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
+  embed_ = w.raw(body + "embed_tokens.weight", {V, D});
+  layers_.clear();
+  for (int il = 0; il < cfg.num_hidden_layers; ++il) {
+    const std::string l = body + "layers." + std::to_string(il) + ".";
+    nn::DecoderBlock b;
+    b.attn_norm = w.rmsnorm(l + "input_layernorm", D, cfg.rms_norm_eps);
+    b.mlp_norm = w.rmsnorm(l + "post_attention_layernorm", D, cfg.rms_norm_eps);
+    b.q = w.linear(l + "self_attn.q_proj", qd, D, cfg.attention_bias);
+    b.k = w.linear(l + "self_attn.k_proj", kvd, D, cfg.attention_bias);
+    b.v = w.linear(l + "self_attn.v_proj", kvd, D, cfg.attention_bias);
+    b.o = w.linear(l + "self_attn.o_proj", D, qd, cfg.attention_bias);
+    b.gate = w.linear(l + "mlp.gate_proj", I, D, cfg.mlp_bias);
+    b.up = w.linear(l + "mlp.up_proj", I, D, cfg.mlp_bias);
+    b.down = w.linear(l + "mlp.down_proj", D, I, cfg.mlp_bias);
+    b.n_head = cfg.num_attention_heads;
+    b.n_kv_head = cfg.num_key_value_heads;
+    b.head_dim = cfg.head_dim;
+    layers_.push_back(std::move(b));
+  }
+  norm_ = w.rmsnorm(body + "norm", D, cfg.rms_norm_eps);
+  if (cfg.tie_word_embeddings && !w.has(head))
+    head_.w = cpu::LinearWeight(embed_, w.precision());
+  else
+    head_.w = cpu::LinearWeight(w.raw(head, {V, D}), w.precision());
+  inv_freq_ = cfg.rope_inv_freq();
+}
+
+nn::KVCache Llama::make_cache(int64_t max_tokens) const {
+  return nn::KVCache(cfg_.num_hidden_layers, max_tokens, int64_t(cfg_.num_key_value_heads) * cfg_.head_dim);
+}
+
+void Llama::embed(const int32_t* ids, int64_t n, float* out) const {
+  const int64_t D = cfg_.hidden_size, V = cfg_.vocab_size;
+  for (int64_t i = 0; i < n; ++i) {
+    IRIS_CHECK(ids[i] >= 0 && ids[i] < V, "token id ", ids[i], " at position ", i, " is outside the vocabulary [0, ", V,
+               ")");
+    Tensor row = embed_.select(0, ids[i]);
+    float* o = out + i * D;
+    switch (row.dtype()) {
+      case DType::F32: std::copy_n(row.data<float>(), D, o); break;
+      case DType::BF16: for (int64_t j = 0; j < D; ++j) o[j] = bf16_to_f32(row.data_u16()[j]); break;
+      case DType::F16: for (int64_t j = 0; j < D; ++j) o[j] = f16_to_f32(row.data_u16()[j]); break;
+      default: IRIS_ASSERT(false);
+    }
+  }
+}
+
+void Llama::forward(float* x, int64_t T, nn::KVCache& cache, float* logits, bool all_logits, const nn::Tap& tap) const {
+  const int64_t pos0 = cache.size(), D = cfg_.hidden_size;
+  IRIS_CHECK(pos0 + T <= cache.max_tokens(), "the sequence needs ", pos0 + T, " positions but the context holds ",
+             cache.max_tokens());
+  std::vector<int64_t> pos(size_t(T));
+  std::iota(pos.begin(), pos.end(), pos0);
+  nn::Scratch s;
+  for (int il = 0; il < int(layers_.size()); ++il)
+    layers_[size_t(il)].forward(x, T, pos.data(), pos0, inv_freq_.data(), cache, il, s, tap);
+  cache.set_size(pos0 + T);
+  norm_.forward(x, x, T);
+  if (tap) tap("output_norm", -1, x, T, D);
+  if (logits) {
+    if (all_logits)
+      head_.forward(x, T, logits);
+    else
+      head_.forward(x + (T - 1) * D, 1, logits);
+  }
+}
+
+}  // namespace iris::models

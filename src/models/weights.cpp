@@ -1,0 +1,73 @@
+// Shape-checked weight loading and creation.
+#include "models/weights.h"
+
+#include <cmath>
+
+namespace iris::models {
+
+Tensor WeightLoader::raw(const std::string& name, const Shape& shape, Init init) {
+  if (creating()) {
+    IRIS_CHECK(!created_index_.count(name), "weight '", name, "' created twice");
+    Tensor t = Tensor::empty(shape);
+    float* d = t.data<float>();
+    if (init == Init::Ones) {
+      std::fill_n(d, t.numel(), 1.0f);
+    } else if (init == Init::Normal) {
+      // Box-Muller over the raw 64-bit generator: the same numbers on every platform for a seed.
+      auto uniform = [&] { return (double(rng_() >> 11) + 0.5) * (1.0 / 9007199254740992.0); };
+      for (int64_t i = 0; i < t.numel(); i += 2) {
+        double r = std::sqrt(-2.0 * std::log(uniform())), a = 2.0 * M_PI * uniform();
+        d[i] = float(std_ * r * std::cos(a));
+        if (i + 1 < t.numel()) d[i + 1] = float(std_ * r * std::sin(a));
+      }
+    }
+    created_.emplace_back(name, t);
+    created_index_.insert(name);
+    return t;
+  }
+  IRIS_CHECK(ckpt_->has(name), "missing tensor '", name, "' (expected shape ", shape_str(shape), ")");
+  Tensor t = ckpt_->get(name);
+  IRIS_CHECK(t.shape() == shape, "tensor '", name, "' has shape ", shape_str(t.shape()), ", expected ",
+             shape_str(shape));
+  DType d = t.dtype();
+  IRIS_CHECK(d == DType::F32 || d == DType::BF16 || d == DType::F16, "tensor '", name, "' has dtype ", dtype_name(d),
+             ", expected F32, BF16 or F16");
+  used_.insert(name);
+  return t;
+}
+
+Tensor WeightLoader::f32(const std::string& name, const Shape& shape, Init init) {
+  return raw(name, shape, init).to(DType::F32);
+}
+
+nn::Linear WeightLoader::linear(const std::string& prefix, int64_t out, int64_t in, bool bias) {
+  nn::Linear l;
+  l.w = cpu::LinearWeight(raw(prefix + ".weight", {out, in}), precision_);
+  if (bias) l.b = f32(prefix + ".bias", {out}, Init::Zeros);
+  return l;
+}
+
+nn::LayerNorm WeightLoader::layernorm(const std::string& prefix, int64_t dim, float eps) {
+  nn::LayerNorm n;
+  n.w = f32(prefix + ".weight", {dim}, Init::Ones);
+  n.b = f32(prefix + ".bias", {dim}, Init::Zeros);
+  n.eps = eps;
+  return n;
+}
+
+nn::RMSNorm WeightLoader::rmsnorm(const std::string& prefix, int64_t dim, float eps) {
+  nn::RMSNorm n;
+  n.w = f32(prefix + ".weight", {dim}, Init::Ones);
+  n.eps = eps;
+  return n;
+}
+
+std::vector<std::string> WeightLoader::unused(const std::string& prefix) const {
+  std::vector<std::string> r;
+  if (!ckpt_) return r;
+  for (const auto& n : ckpt_->names())
+    if (n.compare(0, prefix.size(), prefix) == 0 && !used_.count(n)) r.push_back(n);
+  return r;
+}
+
+}  // namespace iris::models

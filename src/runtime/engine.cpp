@@ -1,0 +1,188 @@
+// Prompt building and the generation loop.
+#include "runtime/engine.h"
+
+#include <chrono>
+#include <filesystem>
+
+#include "text/jinja.h"
+
+namespace iris::runtime {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+static double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions& opt) {
+  auto e = std::make_unique<Engine>();
+  e->model_ = models::Vlm::load(dir, opt.load);
+  const models::LlamaConfig& tc = e->model_->config().text();
+  e->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min<int64_t>(tc.max_position_embeddings, 4096);
+  IRIS_CHECK(fs::exists(fs::path(dir) / "tokenizer.json"), dir, ": no tokenizer.json in the model folder");
+  e->tok_ = text::Tokenizer::from_dir(dir);
+  e->chat_template_ = e->tok_.chat_template();
+  if (e->model_->has_vision()) {
+    const models::LlavaConfig& lc = e->model_->config().llava;
+    e->image_token_ = lc.image_token_index;
+    auto existing = e->tok_.token_to_id("<image>");
+    if (!existing)
+      e->tok_.add_special_token("<image>", e->image_token_);
+    else
+      IRIS_CHECK(*existing == e->image_token_, dir, ": the tokenizer's <image> is id ", *existing,
+                 " but config.json's image_token_index is ", e->image_token_);
+    fs::path pp = fs::path(dir) / "preprocessor_config.json";
+    if (fs::exists(pp)) {
+      e->pre_ = vision::PreprocessConfig::from_file(pp.string());
+    } else {  // CLIPImageProcessor at the tower's resolution
+      e->pre_ = vision::PreprocessConfig();
+      e->pre_.shortest_edge = int(lc.vision.image_size);
+      e->pre_.crop_height = e->pre_.crop_width = int(lc.vision.image_size);
+    }
+    e->pre_.pad_to_square = e->pre_.pad_to_square || opt.pad_to_square;
+    IRIS_CHECK(e->pre_.out_height() == lc.vision.image_size && e->pre_.out_width() == lc.vision.image_size, dir,
+               ": the image processor makes ", e->pre_.out_width(), "x", e->pre_.out_height(),
+               " images but the vision tower takes ", lc.vision.image_size, "x", lc.vision.image_size);
+  }
+  return e;
+}
+
+std::string Engine::render_prompt(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  if (!chat_template_.empty()) {
+    nlohmann::json msgs = nlohmann::json::array();
+    for (const ChatMessage& m : messages) {
+      nlohmann::json content = nlohmann::json::array();
+      for (int i = 0; i < m.n_images; ++i) content.push_back({{"type", "image"}});
+      content.push_back({{"type", "text"}, {"text", m.text}});
+      msgs.push_back({{"role", m.role}, {"content", content}});
+    }
+    nlohmann::json ctx{{"messages", msgs},
+                       {"add_generation_prompt", add_generation_prompt},
+                       {"bos_token", tok_.bos_token()},
+                       {"eos_token", tok_.eos_token()}};
+    return text::ChatTemplate(chat_template_).render(ctx);
+  }
+  std::string out;
+  if (!model_->has_vision()) {  // a text model without a template: the user's text as it is
+    for (const ChatMessage& m : messages) out += m.text;
+    return out;
+  }
+  // LLaVA-1.5's conversation format (conv_llava_v1 / llava-hf's template).
+  for (const ChatMessage& m : messages) {
+    if (m.role == "system") {
+      out += m.text + " ";
+      continue;
+    }
+    out += m.role == "assistant" ? "ASSISTANT: " : "USER: ";
+    for (int i = 0; i < m.n_images; ++i) out += "<image>\n";
+    out += m.text + (m.role == "assistant" ? tok_.eos_token() : " ");
+  }
+  if (add_generation_prompt) out += "ASSISTANT:";
+  return out;
+}
+
+std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt) const {
+  // Add BOS unless the rendered template already starts with it (templates that write bos_token themselves).
+  bool add_special = tok_.bos_token().empty() || prompt.compare(0, tok_.bos_token().size(), tok_.bos_token()) != 0;
+  std::vector<int32_t> ids = tok_.encode(prompt, add_special);
+  if (image_token_ < 0) return ids;
+  std::vector<int32_t> out;
+  const int64_t n = model_->image_tokens_per_image();
+  for (int32_t id : ids) {
+    if (id == image_token_)
+      out.insert(out.end(), size_t(n), id);
+    else
+      out.push_back(id);
+  }
+  return out;
+}
+
+std::vector<float> Engine::pixel_values(const vision::Image& img) const {
+  IRIS_CHECK(model_->has_vision(), "this model has no vision tower: it cannot take an image");
+  return vision::preprocess(img, pre_);
+}
+
+Tensor Engine::encode_image(const vision::Image& img) const {
+  std::vector<float> px = pixel_values(img);
+  return model_->encode_image(px.data(), 3, pre_.out_height(), pre_.out_width()).embeddings;
+}
+
+GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const std::vector<Tensor>& images,
+                                const GenerateOptions& opt,
+                                const std::function<bool(const std::string&)>& on_text) const {
+  GenerateResult r;
+  const int64_t S = int64_t(prompt.size());
+  IRIS_CHECK(S > 0, "the prompt is empty");
+  IRIS_CHECK(S < n_ctx_, "the prompt has ", S, " tokens but the context holds ", n_ctx_,
+             " (raise it with -c / --ctx-size, up to max_position_embeddings ",
+             model_->config().text().max_position_embeddings, ")");
+  Session session(*model_, n_ctx_);
+  Tensor emb = model_->embed_prompt(prompt, images);
+  auto t0 = Clock::now();
+  std::vector<float> logits = session.prefill(emb);
+  r.timings.prefill_ms = ms_since(t0);
+  r.timings.prompt_tokens = S;
+
+  std::vector<int32_t> eos = tok_.eos_ids();
+  for (int e : model_->config().text().eos_token_ids)
+    if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
+  text::Sampler sampler(opt.sampling);
+  text::StreamDecoder detok(tok_, /*skip_special_tokens=*/true);
+  std::vector<int32_t> history(prompt);
+  std::string pending;  // text held back while it could still be the start of a stop string
+  bool hit_stop_string = false;
+  r.finish_reason = "length";
+  auto t1 = Clock::now();
+  auto emit = [&](const std::string& piece) -> bool {
+    r.text += piece;
+    if (opt.stop.empty()) return !on_text || on_text(piece);
+    pending += piece;
+    for (const std::string& s : opt.stop) {
+      size_t at = pending.find(s);
+      if (at != std::string::npos) {
+        std::string before = pending.substr(0, at);
+        r.text.resize(r.text.size() - pending.size() + at);
+        if (on_text && !before.empty()) on_text(before);
+        hit_stop_string = true;
+        return false;
+      }
+    }
+    // Release everything that cannot begin a stop string.
+    size_t keep = 0;
+    for (const std::string& s : opt.stop)
+      for (size_t k = std::min(s.size() - 1, pending.size()); k > keep; --k)
+        if (pending.compare(pending.size() - k, k, s, 0, k) == 0) {
+          keep = k;
+          break;
+        }
+    std::string out = pending.substr(0, pending.size() - keep);
+    pending.erase(0, pending.size() - keep);
+    return out.empty() || !on_text || on_text(out);
+  };
+  const int64_t limit = opt.max_new_tokens < 0 ? n_ctx_ - S : std::min<int64_t>(opt.max_new_tokens, n_ctx_ - S);
+  for (int64_t i = 0; i < limit; ++i) {
+    int32_t tok = sampler.sample(logits.data(), int64_t(logits.size()), history);
+    if (opt.stop_at_eos && std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+      r.finish_reason = "stop";
+      break;
+    }
+    r.tokens.push_back(tok);
+    history.push_back(tok);
+    if (!emit(detok.push(tok))) {
+      r.finish_reason = "stop";
+      break;
+    }
+    if (i + 1 < limit) logits = session.decode(tok);
+  }
+  if (!hit_stop_string) {
+    std::string tail = detok.flush();
+    if (!tail.empty() && emit(tail) && !pending.empty() && on_text) on_text(pending);
+    else if (tail.empty() && !pending.empty() && on_text) on_text(pending);
+  }
+  r.timings.decode_ms = ms_since(t1);
+  r.timings.generated_tokens = int64_t(r.tokens.size());
+  return r;
+}
+
+}  // namespace iris::runtime
