@@ -1,13 +1,27 @@
 // oneDNN implementation of the matrix-multiply backend.
+//
+// Linear layers use oneDNN's matmul primitive. f32 weights are read in place from the checkpoint mapping (the
+// (N, K) row-major weight is the (K, N) operand with strides (1, K)); with BF16 precision the weight is converted
+// once into the blocked layout oneDNN prefers ("packed"), activations are converted to bf16 per call, and the
+// products accumulate in f32. Primitives are cached per (M, strides, bias, accumulate), since creating one costs
+// far more than a decode step.
 #include "cpu/gemm.h"
 
 #include <oneapi/dnnl/dnnl.h>
 
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
 #include <vector>
 
 #include "cpu/threads.h"
 
 namespace iris::cpu {
+
+using dnnl::memory;
+using dt = memory::data_type;
+using tag = memory::format_tag;
 
 void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -16,17 +30,82 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
   IRIS_ASSERT(st == dnnl_success);
 }
 
+namespace {
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+}  // namespace
+
 struct LinearWeight::Impl {
-  std::vector<float> f32;  // converted copy when the stored weight is not f32
+  int64_t N = 0, K = 0;
+  bool bf16 = false;
+  std::vector<float> f32_copy;  // the weight in f32 when stored as bf16/f16 and computed in f32
+  const float* f32_w = nullptr;
+  memory::desc packed_md;       // bf16: layout of the packed weight
+  memory packed;                // bf16: packed weight
+  struct Key {
+    int64_t M, ldx, ldy;
+    bool bias, acc;
+    bool operator<(const Key& o) const {
+      return std::tie(M, ldx, ldy, bias, acc) < std::tie(o.M, o.ldx, o.ldy, o.bias, o.acc);
+    }
+  };
+  std::mutex mu;
+  std::map<Key, dnnl::matmul> prims;
+
+  dnnl::matmul& get(const Key& k) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = prims.find(k);
+    if (it != prims.end()) return it->second;
+    memory::desc src_md({k.M, K}, bf16 ? dt::bf16 : dt::f32, bf16 ? memory::dims{K, 1} : memory::dims{k.ldx, 1});
+    memory::desc wei_md = bf16 ? packed_md : memory::desc({K, N}, dt::f32, memory::dims{1, K});
+    memory::desc dst_md({k.M, N}, dt::f32, memory::dims{k.ldy, 1});
+    dnnl::primitive_attr attr;
+    if (k.acc) {
+      dnnl::post_ops po;
+      po.append_sum(1.0f);
+      attr.set_post_ops(po);
+    }
+    dnnl::matmul::desc d = k.bias ? dnnl::matmul::desc(src_md, wei_md, memory::desc({1, N}, dt::f32, tag::ab), dst_md)
+                                  : dnnl::matmul::desc(src_md, wei_md, dst_md);
+    dnnl::matmul::primitive_desc pd(d, attr, cpu_engine());
+    return prims.emplace(k, dnnl::matmul(pd)).first->second;
+  }
 };
 
 LinearWeight::LinearWeight(Tensor w, MatmulPrecision precision) : w_(std::move(w)), precision_(precision) {
   IRIS_CHECK(w_.ndim() == 2, "linear weight must be 2-d, got ", shape_str(w_.shape()));
+  w_ = w_.contiguous();
   impl_ = std::make_unique<Impl>();
-  if (w_.dtype() != DType::F32) {
-    Tensor f = w_.to(DType::F32);
-    impl_->f32.assign(f.data<float>(), f.data<float>() + f.numel());
+  Impl& m = *impl_;
+  m.N = w_.dim(0);
+  m.K = w_.dim(1);
+  m.bf16 = precision == MatmulPrecision::BF16;
+  if (!m.bf16) {
+    if (w_.dtype() == DType::F32) {
+      m.f32_w = w_.data<float>();
+    } else {
+      Tensor f = w_.to(DType::F32);
+      m.f32_copy.assign(f.data<float>(), f.data<float>() + f.numel());
+      m.f32_w = m.f32_copy.data();
+    }
+    return;
   }
+  // Pack: let oneDNN choose the weight layout for a prefill-sized product, then reorder the (K, N) bf16 view
+  // (strides (1, K)) into it. The same layout serves every M.
+  Tensor wb = w_.dtype() == DType::BF16 ? w_ : w_.to(DType::BF16);
+  memory::desc any_md({m.K, m.N}, dt::bf16, tag::any);
+  memory::desc src_md({128, m.K}, dt::bf16, tag::ab), dst_md({128, m.N}, dt::f32, tag::ab);
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, any_md, dst_md), cpu_engine());
+  m.packed_md = pd.weights_desc();
+  memory user(memory::desc({m.K, m.N}, dt::bf16, memory::dims{1, m.K}), cpu_engine(), const_cast<void*>(wb.raw()));
+  m.packed = memory(m.packed_md, cpu_engine());
+  dnnl::stream s(cpu_engine());
+  dnnl::reorder(user, m.packed).execute(s, user, m.packed);
+  s.wait();
 }
 
 LinearWeight::~LinearWeight() = default;
@@ -35,18 +114,30 @@ LinearWeight& LinearWeight::operator=(LinearWeight&&) noexcept = default;
 
 void LinearWeight::forward(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, const float* bias,
                            bool accumulate) const {
-  const int64_t N = out_features(), K = in_features();
-  const float* W = impl_->f32.empty() ? w_.data<float>() : impl_->f32.data();
-  if (bias) {
-    if (accumulate) {
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) y[i * ldy + j] += bias[j];
-    } else {
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < N; ++j) y[i * ldy + j] = bias[j];
-    }
+  if (M == 0) return;
+  Impl& m = *impl_;
+  dnnl::matmul& prim = m.get({M, ldx, ldy, bias != nullptr, accumulate});
+  dnnl::stream s(cpu_engine());
+  std::vector<uint16_t> xb;
+  std::unordered_map<int, memory> args;
+  const dnnl::engine& e = cpu_engine();
+  if (m.bf16) {
+    xb.resize(size_t(M * m.K));
+    parallel_for(M, 1, [&](int64_t b, int64_t en) {
+      for (int64_t i = b; i < en; ++i)
+        for (int64_t j = 0; j < m.K; ++j) xb[size_t(i * m.K + j)] = f32_to_bf16(x[i * ldx + j]);
+    });
+    args[DNNL_ARG_SRC] = memory(memory::desc({M, m.K}, dt::bf16, tag::ab), e, xb.data());
+    args[DNNL_ARG_WEIGHTS] = m.packed;
+  } else {
+    args[DNNL_ARG_SRC] = memory(memory::desc({M, m.K}, dt::f32, memory::dims{ldx, 1}), e, const_cast<float*>(x));
+    args[DNNL_ARG_WEIGHTS] =
+        memory(memory::desc({m.K, m.N}, dt::f32, memory::dims{1, m.K}), e, const_cast<float*>(m.f32_w));
   }
-  gemm_f32(false, true, M, N, K, 1.0f, x, ldx, W, K, (bias || accumulate) ? 1.0f : 0.0f, y, ldy);
+  args[DNNL_ARG_DST] = memory(memory::desc({M, m.N}, dt::f32, memory::dims{ldy, 1}), e, y);
+  if (bias) args[DNNL_ARG_BIAS] = memory(memory::desc({1, m.N}, dt::f32, tag::ab), e, const_cast<float*>(bias));
+  prim.execute(s, args);
+  s.wait();
 }
 
 }  // namespace iris::cpu

@@ -125,6 +125,10 @@ class PreTokenizer {
   virtual void split(const Piece& p, std::vector<Piece>& out) const = 0;
 };
 std::unique_ptr<PreTokenizer> make_pre_tokenizer(const Json& j, const std::string& file);
+// Metaspace settings shared by the Metaspace decoder: whether a ▁ is prepended (scheme not "never"), and the
+// replacement character.
+bool metaspace_prepends(const Json& j, const std::string& where);
+std::string metaspace_replacement(const Json& j, const std::string& where);
 
 // ---- BPE model (tok_bpe.cpp) ----
 
@@ -150,6 +154,7 @@ class BpeModel {
   std::vector<std::string> vocab_r_;
   std::vector<bool> has_id_;
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges_;  // (left, right) -> (rank, merged id)
+  std::string unk_token_;
   std::optional<int32_t> unk_id_;
   std::string continuing_subword_prefix_, end_of_word_suffix_;
   bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;

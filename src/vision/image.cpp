@@ -99,7 +99,7 @@ Image load_image(const std::string& path, const DecodeOptions& opt) {
   const int64_t max_px = std::clamp<int64_t>(opt.max_pixels, 0, int64_t(1) << 40);
   const int64_t max_file = std::max<int64_t>(int64_t(64) << 20, max_px * 4 + (int64_t(16) << 20));
   IRIS_CHECK(int64_t(end) <= max_file, path, ": image file is ", int64_t(end), " bytes, above the limit of ", max_file);
-  std::vector<uint8_t> bytes(size_t(end));
+  std::vector<uint8_t> bytes(static_cast<size_t>(end));
   f.seekg(0);
   if (end > 0) f.read(reinterpret_cast<char*>(bytes.data()), end);
   IRIS_CHECK(f.good() && f.gcount() == end, path, ": read ", int64_t(f.gcount()), " of ", int64_t(end), " bytes");

@@ -2,12 +2,13 @@
 // colour-space guess), so decoded pixels equal PIL's bit for bit. libjpeg reports errors by calling error_exit,
 // which must not return: we longjmp back to run_jpeg() and turn the message into iris::Error there. Warnings
 // (recoverable corrupt-data notes) are dropped silently, as PIL does; running out of data is an error.
-#include <jpeglib.h>
-
 #include <csetjmp>
-#include <cstdio>
+#include <cstddef>
+#include <cstdio>  // jpeglib.h needs size_t and FILE declared first
 #include <cstring>
 #include <memory>
+
+#include <jpeglib.h>
 
 #include "tensor/error.h"
 #include "vision/codec.h"

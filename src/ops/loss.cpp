@@ -1,0 +1,69 @@
+// Cross-entropy kernel: rows in parallel; per row a max pass, an exp-sum pass, and (for the gradient) a pass
+// writing scale * exp(x - lse). Per-row losses are summed in row order afterwards, so the total does not
+// depend on the thread count.
+#include "ops/loss.h"
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "cpu/threads.h"
+#include "ops/simd.h"
+#include "tensor/error.h"
+
+namespace iris::ops {
+
+double cross_entropy_forward_backward(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
+                                      int64_t* count, float* dlogits, float scale, int32_t ignore_index) {
+  using namespace simd;
+  IRIS_CHECK(rows >= 0 && vocab > 0, "cross_entropy: bad shape rows=", rows, " vocab=", vocab);
+  int64_t counted = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (targets[r] == ignore_index) continue;
+    IRIS_CHECK(targets[r] >= 0 && int64_t(targets[r]) < vocab, "cross_entropy: target ", targets[r], " at row ", r,
+               " is out of range for vocab size ", vocab, " (ignore_index is ", ignore_index, ")");
+    ++counted;
+  }
+  std::vector<double> row_loss(size_t(rows), 0.0);
+  cpu::parallel_for(rows, std::max<int64_t>(1, 16384 / vocab), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* x = logits + r * vocab;
+      float* dx = dlogits ? dlogits + r * vocab : nullptr;
+      const int32_t t = targets[r];
+      if (t == ignore_index) {
+        if (dx) std::fill(dx, dx + vocab, 0.0f);
+        continue;
+      }
+      const float xt = x[t];  // read before dx (which may alias x) is written
+      const VecF ninf = set1(-std::numeric_limits<float>::infinity());
+      VecF vm = ninf;
+      for_chunks(vocab, [&](int64_t i, int c) {
+        vm = max(vm, c == kLanes ? load(x + i) : select(tail_mask(c), load_n(x + i, c), ninf));
+      });
+      const float m = reduce_max(vm);
+      VecF vmax = set1(m), s0 = zero(), s1 = zero();
+      int64_t i = 0;
+      for (; i + 2 * kLanes <= vocab; i += 2 * kLanes) {
+        s0 = s0 + exp(load(x + i) - vmax);
+        s1 = s1 + exp(load(x + i + kLanes) - vmax);
+      }
+      for (; i < vocab; i += kLanes) {
+        const int c = int(std::min<int64_t>(kLanes, vocab - i));
+        s0 = s0 + select(tail_mask(c), exp(load_n(x + i, c) - vmax), zero());
+      }
+      const double lse = double(m) + std::log(double(reduce_add(s0 + s1)));
+      row_loss[size_t(r)] = lse - double(xt);
+      if (dx) {
+        const VecF vlse = set1(float(lse)), vscale = set1(scale);
+        for_chunks(vocab, [&](int64_t j, int c) { store_n(dx + j, vscale * exp(load_n(x + j, c) - vlse), c); });
+        dx[t] -= scale;
+      }
+    }
+  });
+  double total = 0;
+  for (double l : row_loss) total += l;
+  if (count) *count = counted;
+  return total;
+}
+
+}  // namespace iris::ops

@@ -1,0 +1,184 @@
+// The iris command end to end: parity through `iris forward`, tokenization through `iris tokenize`, generation
+// through `iris run` on a model made by `iris init-model`, and bad input: each a clear one-line error and a
+// non-zero exit, never a crash.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/npy.h"
+#include "test_util.h"
+
+using namespace iris;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out;  // stdout + stderr
+};
+
+Result iris_cmd(const std::string& args) {
+  std::string cmd = std::string(IRIS_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  Result r{-1, ""};
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+std::string refcase(const std::string& n) { return test::shared_dir() + "/refcases/" + n; }
+
+// A tiny random LLaVA with the real Mistral tokenizer, made once per test process.
+const std::string& tiny_model() {
+  static std::string dir = [] {
+    std::string d = test::temp_dir() + "/tiny-llava";
+    Result r = iris_cmd("init-model --preset tiny-llava --seed 3 --tokenizer " + test::shared_dir() +
+                        "/tokenizers/mistral --out " + d);
+    EXPECT_EQ(r.code, 0) << r.out;
+    return d;
+  }();
+  return dir;
+}
+
+// Expects a failure with exactly the given hint in the message, and no crash.
+void expect_error(const Result& r, const std::string& hint) {
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("iris: error:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(hint), std::string::npos) << "wanted '" << hint << "' in: " << r.out;
+}
+
+}  // namespace
+
+TEST(Cli, ForwardMatchesLlavaReference) {
+  const std::string dir = refcase("llava"), tmp = test::temp_dir();
+  Result r = iris_cmd("forward -m " + dir + " --pixel-values " + dir + "/pixel_values.npy --input-ids " + dir +
+                      "/input_ids.npy --save-logits " + tmp + "/logits.npy --save-vision-hidden " + tmp +
+                      "/vh.npy --save-image-features " + tmp + "/feat.npy --generate 8 --save-generated-ids " + tmp +
+                      "/gen.npy");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto cmp = [&](const std::string& mine, const std::string& ref, double tol) {
+    Tensor a = io::load_npy(tmp + "/" + mine), b = io::load_npy(dir + "/" + ref);
+    ASSERT_EQ(a.shape(), b.shape()) << mine;
+    EXPECT_LE(test::max_abs_diff(a.data<float>(), b.data<float>(), size_t(a.numel())), tol) << mine;
+  };
+  cmp("logits.npy", "logits.npy", 3e-4);
+  cmp("vh.npy", "vision_selected_layer.npy", 1e-4);
+  cmp("feat.npy", "projector_output.npy", 1e-4);
+  Tensor g = io::load_npy(tmp + "/gen.npy"), gr = io::load_npy(dir + "/generated_ids.npy");
+  ASSERT_EQ(g.shape(), gr.shape());
+  for (int64_t i = 0; i < g.numel(); ++i) EXPECT_EQ(g.data<int64_t>()[i], gr.data<int64_t>()[i]);
+}
+
+TEST(Cli, TokenizeJsonlMatchesGolden) {
+  for (const char* name : {"mistral", "llama3", "qwen2"}) {
+    const std::string dir = test::shared_dir() + "/tokenizers/" + name;
+    Result r = iris_cmd("tokenize --tokenizer " + dir + "/tokenizer.json --jsonl < " + dir + "/golden.jsonl");
+    ASSERT_EQ(r.code, 0) << r.out.substr(0, 500);
+    std::ifstream golden(dir + "/golden.jsonl");
+    std::istringstream out(r.out);
+    std::string gl, ol;
+    int n = 0;
+    while (std::getline(golden, gl)) {
+      if (gl.empty()) continue;
+      ASSERT_TRUE(std::getline(out, ol)) << name << " line " << n;
+      EXPECT_EQ(nlohmann::json::parse(ol)["ids"], nlohmann::json::parse(gl)["ids"]) << name << " line " << n;
+      ++n;
+    }
+    EXPECT_GT(n, 10);
+  }
+}
+
+TEST(Cli, RunGeneratesDeterministically) {
+  const std::string& m = tiny_model();
+  const std::string img = test::source_dir() + "/examples/scene1.png";
+  Result a = iris_cmd("run -m " + m + " --image " + img + " -p 'What is in this image?' -n 8 --timings");
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_NE(a.out.find("prefill:"), std::string::npos) << a.out;
+  EXPECT_NE(a.out.find("decode:"), std::string::npos) << a.out;
+  Result b = iris_cmd("run -m " + m + " --image " + img + " -p 'What is in this image?' -n 8 --timings");
+  // Same greedy tokens: the text before the timings is identical.
+  EXPECT_EQ(a.out.substr(0, a.out.find("image encode")), b.out.substr(0, b.out.find("image encode")));
+  Result s = iris_cmd("run -m " + m + " --image " + img + " -p 'hi' -n 8 --temp 0.8 --seed 5");
+  EXPECT_EQ(s.code, 0) << s.out;
+  Result bf = iris_cmd("run -m " + m + " --image " + img + " -p 'hi' -n 4 --dtype bf16 -t 1");
+  EXPECT_EQ(bf.code, 0) << bf.out;
+}
+
+TEST(Cli, BadModelFolders) {
+  const std::string tmp = test::temp_dir();
+  expect_error(iris_cmd("run -m " + tmp + "/does-not-exist -p hi"), "does-not-exist");
+  // Unknown architecture.
+  fs::create_directories(tmp + "/unknown");
+  test::write_file(tmp + "/unknown/config.json", R"({"architectures": ["BertModel"], "model_type": "bert"})");
+  expect_error(iris_cmd("run -m " + tmp + "/unknown -p hi"), "unknown architecture 'BertModel'");
+  // Malformed config.json.
+  fs::create_directories(tmp + "/badjson");
+  test::write_file(tmp + "/badjson/config.json", "{\"architectures\": [");
+  expect_error(iris_cmd("run -m " + tmp + "/badjson -p hi"), "config.json");
+  // Truncated and corrupted safetensors.
+  const std::string& m = tiny_model();
+  std::string weights = test::read_file(m + "/model.safetensors");
+  for (const char* what : {"truncated", "corrupt"}) {
+    std::string d = tmp + "/" + what;
+    fs::create_directories(d);
+    for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json"})
+      fs::copy_file(m + "/" + f, d + "/" + f, fs::copy_options::overwrite_existing);
+    std::string w = weights;
+    if (std::string(what) == "truncated")
+      w.resize(w.size() / 2);
+    else
+      w[9] = '#';  // breaks the JSON header
+    test::write_file(d + "/model.safetensors", w);
+    Result r = iris_cmd("run -m " + d + " -p hi");
+    expect_error(r, "model.safetensors");
+  }
+  // A wrong shape: a config that disagrees with the weights.
+  std::string d = tmp + "/wrongshape";
+  fs::create_directories(d);
+  fs::copy(m, d, fs::copy_options::overwrite_existing | fs::copy_options::recursive);
+  auto cfg = nlohmann::json::parse(test::read_file(m + "/config.json"));
+  cfg["text_config"]["intermediate_size"] = 100;
+  test::write_file(d + "/config.json", cfg.dump());
+  expect_error(iris_cmd("run -m " + d + " -p hi"), "has shape");
+}
+
+TEST(Cli, BadImagesAndPrompts) {
+  const std::string& m = tiny_model();
+  const std::string tmp = test::temp_dir();
+  expect_error(iris_cmd("run -m " + m + " --image " + tmp + "/missing.png -p hi"), "missing.png");
+  test::write_file(tmp + "/noise.jpg", std::string(1000, 'x'));
+  expect_error(iris_cmd("run -m " + m + " --image " + tmp + "/noise.jpg -p hi"), "noise.jpg");
+  // A PNG whose header claims 100000 x 100000 pixels: refused before decoding.
+  std::string png = test::read_file(test::source_dir() + "/examples/scene1.png");
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) png[at + size_t(i)] = char((v >> (24 - 8 * i)) & 0xff);
+  };
+  put32(16, 100000);
+  put32(20, 100000);
+  test::write_file(tmp + "/huge.png", png);
+  expect_error(iris_cmd("run -m " + m + " --image " + tmp + "/huge.png -p hi"), "pixels");
+  // Truncated PNG.
+  std::string good = test::read_file(test::source_dir() + "/examples/scene1.png");
+  test::write_file(tmp + "/trunc.png", good.substr(0, good.size() / 2));
+  expect_error(iris_cmd("run -m " + m + " --image " + tmp + "/trunc.png -p hi"), "trunc.png");
+  // A prompt longer than the context (the image alone is 576 tokens).
+  const std::string img = test::source_dir() + "/examples/scene1.png";
+  expect_error(iris_cmd("run -m " + m + " --image " + img + " -p hi -c 64"), "context");
+  // Bad flags: CLI11 reports them and exits non-zero.
+  Result r = iris_cmd("run -m " + m + " -p hi --dtype f64");
+  EXPECT_NE(r.code, 0);
+  // Forward with malformed inputs.
+  const std::string dir = refcase("llava");
+  expect_error(iris_cmd("forward -m " + dir + " --pixel-values " + dir + "/input_ids.npy --input-ids " + dir +
+                        "/input_ids.npy"),
+               "pixel values");
+}
