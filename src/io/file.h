@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tensor/error.h"  // iris::Error, thrown by everything here
+
 namespace iris::io {
 
 // A whole file mapped into memory. Shared so that tensors borrowing from it keep the mapping alive.

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "io/npy.h"
+
 namespace iris::models {
 
 namespace fs = std::filesystem;
@@ -25,6 +27,19 @@ LlavaNames llava_names(const io::Checkpoint& c) {
 }
 
 }  // namespace
+
+nn::Tap env_dump_tap(const std::string& stage) {
+  const char* dir = std::getenv("IRIS_DUMP_DIR");
+  if (!dir || !*dir) return nullptr;
+  std::string d = dir;
+  fs::create_directories(d);
+  return [d, stage](std::string_view name, int il, const float* data, int64_t rows, int64_t cols) {
+    Tensor t = Tensor::empty({rows, cols});
+    std::copy_n(data, rows * cols, t.data<float>());
+    std::string file = str_cat(d, "/", stage, ".", name, il >= 0 ? "." + std::to_string(il) : std::string(), ".npy");
+    io::save_npy(file, t);
+  };
+}
 
 std::unique_ptr<Vlm> Vlm::load(const std::string& dir, const LoadOptions& opt) {
   IRIS_CHECK(fs::is_directory(dir), "model folder '", dir, "' does not exist or is not a folder");
@@ -113,7 +128,7 @@ ImageEncoding Vlm::encode_image(const float* pixels, int64_t C, int64_t H, int64
   IRIS_CHECK(has_vision(), "this model has no vision tower: it cannot take an image");
   const LlavaConfig& c = cfg_.llava;
   ImageEncoding r;
-  r.selected_layer = vision_.forward(pixels, C, H, W, c.feature_layer_index(), tap);
+  r.selected_layer = vision_.forward(pixels, C, H, W, c.feature_layer_index(), tap ? tap : env_dump_tap("vision"));
   r.features = c.vision_feature_select_strategy == "default"
                    ? r.selected_layer.slice(0, 1, r.selected_layer.dim(0)).contiguous()
                    : r.selected_layer;

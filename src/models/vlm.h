@@ -12,6 +12,10 @@
 
 namespace iris::models {
 
+// When the environment variable IRIS_DUMP_DIR names a folder, a tap that writes every named intermediate there as
+// <stage>.<name>.<layer>.npy (float32, (rows, cols)); otherwise an empty tap.
+nn::Tap env_dump_tap(const std::string& stage);
+
 enum class WeightPrecision { Auto, F32, BF16 };  // Auto: f32 for f32 checkpoints, bf16 otherwise
 
 struct LoadOptions {

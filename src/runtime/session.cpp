@@ -13,7 +13,7 @@ std::vector<float> Session::prefill(const Tensor& emb, bool all_logits, const nn
              " (raise it with -c / --ctx-size)");
   Tensor x = emb.clone();
   std::vector<float> logits(size_t(all_logits ? T * V : V));
-  model_.text().forward(x.data<float>(), T, cache_, logits.data(), all_logits, tap);
+  model_.text().forward(x.data<float>(), T, cache_, logits.data(), all_logits, tap ? tap : models::env_dump_tap("text"));
   return logits;
 }
 

@@ -274,9 +274,9 @@ class WordPieceDecoder : public Decoder {
     for (size_t k = 0; k < tokens.size(); ++k) {
       std::string& t = tokens[k];
       if (k != 0) {
-        const size_t at = t.find(prefix);  // the library removes the first occurrence when the token starts so
-        if (!prefix.empty() && t.compare(0, prefix.size(), prefix) == 0 && at != std::string::npos) {
-          t.erase(at, prefix.size());
+        // A continuation ("##ing") joins the previous token; anything else starts a new word.
+        if (t.compare(0, prefix.size(), prefix) == 0) {
+          t.erase(0, prefix.size());
         } else {
           t.insert(0, " ");
         }

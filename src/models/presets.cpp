@@ -1,0 +1,41 @@
+// Named model configurations.
+#include "models/presets.h"
+
+#include "tensor/error.h"
+
+namespace iris::models {
+
+ModelConfig preset(const std::string& name) {
+  ModelConfig m;
+  m.arch = Architecture::Llava;
+  LlavaConfig& c = m.llava;
+  ClipVisionConfig& v = c.vision;
+  LlamaConfig& t = c.text;
+  // LLaVA-1.5 conventions: 336 px / patch 14 CLIP, feature layer -2, MLP projector, image token 32000 in a
+  // 32064-entry vocabulary over a 32000-token SentencePiece tokenizer.
+  v.image_size = 336;
+  v.patch_size = 14;
+  v.hidden_act = "quick_gelu";
+  t.vocab_size = 32064;
+  t.max_position_embeddings = 4096;
+  t.rms_norm_eps = 1e-5f;
+  c.image_token_index = 32000;
+  c.pad_token_id = 32001;
+  if (name == "tiny-llava") {  // a few MB: the demo model until iris ships a trained one, and CLI tests
+    v.hidden_size = 64, v.intermediate_size = 256, v.num_hidden_layers = 2, v.num_attention_heads = 4;
+    t.hidden_size = 128, t.intermediate_size = 344, t.num_hidden_layers = 2, t.num_attention_heads = 4;
+    t.num_key_value_heads = 2;
+  } else if (name == "llava-1.5-0.5b") {  // real scale for benchmarks: CLIP ViT-L/14-336 + a ~0.5B Llama
+    v.hidden_size = 1024, v.intermediate_size = 4096, v.num_hidden_layers = 24, v.num_attention_heads = 16;
+    t.hidden_size = 1280, t.intermediate_size = 3456, t.num_hidden_layers = 24, t.num_attention_heads = 20;
+    t.num_key_value_heads = 4;
+  } else {
+    throw Error(str_cat("unknown preset '", name, "' (known: tiny-llava, llava-1.5-0.5b)"));
+  }
+  t.head_dim = t.hidden_size / t.num_attention_heads;
+  c.validate();
+  return m;
+}
+
+
+}  // namespace iris::models
