@@ -108,6 +108,7 @@ LinearWeight::LinearWeight(Tensor w, MatmulPrecision precision) : w_(std::move(w
   s.wait();
 }
 
+LinearWeight::LinearWeight() = default;
 LinearWeight::~LinearWeight() = default;
 LinearWeight::LinearWeight(LinearWeight&&) noexcept = default;
 LinearWeight& LinearWeight::operator=(LinearWeight&&) noexcept = default;

@@ -21,7 +21,7 @@ enum class MatmulPrecision { F32, BF16 };
 // weight is converted to bf16 once and activations are converted per call. Packing for speed is internal.
 class LinearWeight {
  public:
-  LinearWeight() = default;
+  LinearWeight();
   LinearWeight(Tensor w, MatmulPrecision precision);
   ~LinearWeight();
   LinearWeight(LinearWeight&&) noexcept;

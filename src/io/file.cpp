@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -18,9 +19,12 @@ namespace iris::io {
 
 namespace {
 
-std::string errno_text(int err) { return std::system_category().message(err); }
+std::string errno_text(int err) {
+  return std::system_category().message(err);
+}
 
-// Opens a regular file for reading. O_NONBLOCK so that a FIFO cannot block the open; it is rejected right after.
+// Opens a regular file for reading. O_NONBLOCK so that a FIFO cannot block the open; it is rejected right
+// after.
 int open_regular(const std::string& path, struct stat& st) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
@@ -34,7 +38,8 @@ int open_regular(const std::string& path, struct stat& st) {
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw Error(str_cat("cannot read ", path, ": ", S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file"));
+    throw Error(
+        str_cat("cannot read ", path, ": ", S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file"));
   }
   return fd;
 }
@@ -55,7 +60,8 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
   f->path_ = path;
   f->size_ = size_t(st.st_size);
   if (f->size_ > 0) {
-    // MAP_NORESERVE: a private writable mapping of a 100+ GB checkpoint must not be charged as committed memory.
+    // MAP_NORESERVE: a private writable mapping of a 100+ GB checkpoint must not be charged as committed
+    // memory.
     void* p = ::mmap(nullptr, f->size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0);
     if (p == MAP_FAILED && errno == ENOMEM)  // strict overcommit accounting: fall back to a read-only mapping
       p = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -101,15 +107,25 @@ std::string read_file(const std::string& path) {
 nlohmann::json parse_json(std::string_view text, const std::string& name) {
   try {
     return nlohmann::json::parse(text.begin(), text.end());
-  } catch (const nlohmann::json::exception& e) {
-    // nlohmann's message carries "parse error at line L, column C: ..."; drop its "[json.exception...] " tag.
+  } catch (const nlohmann::json::parse_error& e) {
+    // nlohmann locates the error after the last character it read (often the next line's column 0); name the
+    // character itself instead, 1-based, which is where an editor should jump.
+    size_t pos = std::min(e.byte > 0 ? size_t(e.byte - 1) : size_t(0), text.size());
+    size_t line_start = text.rfind('\n', pos == 0 ? std::string_view::npos : pos - 1);
+    line_start = line_start == std::string_view::npos ? 0 : line_start + 1;
+    size_t line = 1 + size_t(std::count(text.begin(), text.begin() + std::ptrdiff_t(line_start), '\n'));
     std::string msg = e.what();
-    if (size_t p = msg.find("] "); msg.rfind("[json.exception", 0) == 0 && p != std::string::npos) msg.erase(0, p + 2);
-    throw Error(str_cat(name, ": invalid JSON: ", msg));
+    if (size_t p = msg.find(": "); msg.find("parse error") != std::string::npos && p != std::string::npos)
+      msg.erase(0, p + 2);  // drop "[json.exception.parse_error.101] parse error at line L, column C"
+    throw Error(str_cat(name, ": invalid JSON at line ", line, ", column ", pos - line_start + 1, ": ", msg));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str_cat(name, ": invalid JSON: ", e.what()));
   }
 }
 
-nlohmann::json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
+nlohmann::json read_json_file(const std::string& path) {
+  return parse_json(read_file(path), path);
+}
 
 // ---- AtomicFileWriter ----
 
@@ -118,9 +134,13 @@ constexpr size_t kWriteBuffer = size_t(1) << 20;
 std::atomic<uint64_t> temp_counter{0};
 }  // namespace
 
-AtomicFileWriter::~AtomicFileWriter() { abort(); }
+AtomicFileWriter::~AtomicFileWriter() {
+  abort();
+}
 
-AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& o) noexcept { *this = std::move(o); }
+AtomicFileWriter::AtomicFileWriter(AtomicFileWriter&& o) noexcept {
+  *this = std::move(o);
+}
 
 AtomicFileWriter& AtomicFileWriter::operator=(AtomicFileWriter&& o) noexcept {
   if (this != &o) {
@@ -142,8 +162,8 @@ void AtomicFileWriter::open(const std::string& path) {
   std::string dir = folder_of(path);
   std::string base = std::filesystem::path(path).filename().string();
   IRIS_CHECK(!base.empty(), "cannot write ", path, ": the path names a folder");
-  // A unique hidden name in the same folder, so that rename() is atomic (same file system). O_EXCL guards races;
-  // mode 0666 lets the umask decide the final permissions, as for a plainly created file.
+  // A unique hidden name in the same folder, so that rename() is atomic (same file system). O_EXCL guards
+  // races; mode 0666 lets the umask decide the final permissions, as for a plainly created file.
   uint64_t salt = uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
   for (int attempt = 0;; ++attempt) {
     std::string tmp = str_cat(dir, "/.", base, ".tmp-", ::getpid(), "-", temp_counter.fetch_add(1), "-",
@@ -156,7 +176,8 @@ void AtomicFileWriter::open(const std::string& path) {
     }
     int err = errno;
     if (err == EEXIST && attempt < 100) continue;
-    throw Error(str_cat("cannot write ", path, ": cannot create a temp file in ", dir, ": ", errno_text(err)));
+    throw Error(
+        str_cat("cannot write ", path, ": cannot create a temp file in ", dir, ": ", errno_text(err)));
   }
   path_ = path;
   written_ = 0;
@@ -213,13 +234,15 @@ void AtomicFileWriter::commit() {
     if (::close(fd) != 0)  // NFS and friends report deferred write errors here
       throw Error(str_cat("cannot write ", path_, ": close of ", temp_path_, " failed: ", errno_text(errno)));
     if (::rename(temp_path_.c_str(), path_.c_str()) != 0)
-      throw Error(str_cat("cannot write ", path_, ": rename from ", temp_path_, " failed: ", errno_text(errno)));
+      throw Error(
+          str_cat("cannot write ", path_, ": rename from ", temp_path_, " failed: ", errno_text(errno)));
   } catch (...) {
     abort();
     throw;
   }
   temp_path_.clear();
-  // Make the rename itself durable. Some file systems cannot fsync a folder (EINVAL); the data is safe anyway.
+  // Make the rename itself durable. Some file systems cannot fsync a folder (EINVAL); the data is safe
+  // anyway.
   std::string dir = folder_of(path_);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {

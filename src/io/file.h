@@ -1,13 +1,12 @@
-// Checked file access shared by the format readers and writers: a read-only memory map that tensors can keep
-// alive, whole-file reads, JSON files with located parse errors, and atomic (temp + fsync + rename) writes.
+// Checked file access shared by the format readers and writers: a private (copy-on-write) memory map that
+// tensors can keep alive, whole-file reads, JSON files with located parse errors, and atomic writes.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "tensor/error.h"  // iris::Error, thrown by everything here
 
@@ -18,7 +17,8 @@ namespace iris::io {
 // in place) changes only its own copy of those pages, never the file, and does not fault.
 class MappedFile {
  public:
-  // Only regular files are accepted (a FIFO or device could block or never end). Errors name the path and errno.
+  // Only regular files are accepted (a FIFO or device could block or never end). Errors name the path and
+  // errno.
   static std::shared_ptr<MappedFile> open(const std::string& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
@@ -45,8 +45,8 @@ nlohmann::json read_json_file(const std::string& path);
 nlohmann::json parse_json(std::string_view text, const std::string& name);
 
 // Streams a file into place atomically: the data goes to a temp file in the destination folder, and commit()
-// fsyncs it, renames it over `path` and fsyncs the folder. Until commit() succeeds an existing file at `path` is
-// untouched; the destructor (or abort()) removes the temp file of an uncommitted writer.
+// fsyncs it, renames it over `path` and fsyncs the folder. Until commit() succeeds an existing file at `path`
+// is untouched; the destructor (or abort()) removes the temp file of an uncommitted writer.
 class AtomicFileWriter {
  public:
   AtomicFileWriter() = default;
@@ -78,8 +78,8 @@ class AtomicFileWriter {
   uint64_t written_ = 0;
 };
 
-// Writes data to path atomically (see AtomicFileWriter). On failure throws iris::Error and leaves any existing
-// file at path untouched.
+// Writes data to path atomically (see AtomicFileWriter). On failure throws iris::Error and leaves any
+// existing file at path untouched.
 void write_file_atomic(const std::string& path, std::string_view data);
 
 }  // namespace iris::io

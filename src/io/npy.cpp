@@ -1,5 +1,6 @@
 // NumPy .npy reading and writing. The header is a Python dict literal; only the small subset that numpy.save
-// writes is parsed (strings, True/False, tuples of integers), with every read checked against the header's end.
+// writes is parsed (strings, True/False, tuples of integers), with every read checked against the header's
+// end.
 #include "io/npy.h"
 
 #include <bit>
@@ -16,15 +17,15 @@ static_assert(std::endian::native == std::endian::little, ".npy data is read as 
 namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";  // 6 bytes, then major, minor version bytes
-constexpr size_t kMaxDims = 64;        // NumPy's own limit (NPY_MAXDIMS is 32 or 64)
+constexpr size_t kMaxDims = 64;         // NumPy's own limit (NPY_MAXDIMS is 32 or 64)
 
 struct Descr {
   const char* code;  // without the byte-order character
   DType dtype;
 };
-constexpr Descr kDescrs[] = {{"f4", DType::F32}, {"f8", DType::F64}, {"f2", DType::F16}, {"i8", DType::I64},
-                             {"i4", DType::I32}, {"i2", DType::I16}, {"i1", DType::I8},  {"u1", DType::U8},
-                             {"b1", DType::BOOL}};
+constexpr Descr kDescrs[] = {{"f4", DType::F32}, {"f8", DType::F64}, {"f2", DType::F16},
+                             {"i8", DType::I64}, {"i4", DType::I32}, {"i2", DType::I16},
+                             {"i1", DType::I8},  {"u1", DType::U8},  {"b1", DType::BOOL}};
 
 // A cursor over the header's Python literal.
 class LiteralParser {
@@ -33,7 +34,10 @@ class LiteralParser {
 
   template <typename... A>
   [[noreturn]] void fail(const A&... a) const {
-    throw Error(str_cat(name_, ": invalid .npy header: ", a..., " (header: ", s_.substr(0, 200), ")"));
+    std::string shown(s_.substr(0, 200));  // printable, so a binary header cannot garble the message
+    for (char& c : shown)
+      if (c < 0x20 || c > 0x7e) c = '?';
+    throw Error(str_cat(name_, ": invalid .npy header: ", a..., " (header: ", shown, ")"));
   }
 
   void skip_ws() {
@@ -67,8 +71,14 @@ class LiteralParser {
 
   bool boolean() {
     skip_ws();
-    if (s_.substr(i_, 4) == "True") { i_ += 4; return true; }
-    if (s_.substr(i_, 5) == "False") { i_ += 5; return false; }
+    if (s_.substr(i_, 4) == "True") {
+      i_ += 4;
+      return true;
+    }
+    if (s_.substr(i_, 5) == "False") {
+      i_ += 5;
+      return false;
+    }
     fail("expected True or False at byte ", i_);
   }
 
@@ -78,7 +88,8 @@ class LiteralParser {
     Shape shape;
     while (!peek(')')) {
       skip_ws();
-      if (i_ >= s_.size() || s_[i_] < '0' || s_[i_] > '9') fail("shape holds a non-integer or negative value");
+      if (i_ >= s_.size() || s_[i_] < '0' || s_[i_] > '9')
+        fail("shape holds a non-integer or negative value");
       int64_t v = 0;
       while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9')
         if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, s_[i_++] - '0', &v))
@@ -114,24 +125,36 @@ DType parse_descr(const std::string& descr, const std::string& name) {
   for (const Descr& d : kDescrs) {
     if (code != d.code) continue;
     if (order == '>' && dtype_size(d.dtype) > 1)
-      throw Error(str_cat(name, ": big-endian .npy data ('", descr, "') is not supported; save it little-endian"));
+      throw Error(
+          str_cat(name, ": big-endian .npy data ('", descr, "') is not supported; save it little-endian"));
     return d.dtype;
   }
-  throw Error(str_cat(name, ": unsupported .npy dtype '", descr, "' (supported: <f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1 |b1)"));
+  throw Error(str_cat(name, ": unsupported .npy dtype '", descr,
+                      "' (supported: <f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1 |b1)"));
 }
 
 const char* descr_of(DType t) {
   switch (t) {
-    case DType::F32: return "<f4";
-    case DType::F64: return "<f8";
-    case DType::F16: return "<f2";
-    case DType::I64: return "<i8";
-    case DType::I32: return "<i4";
-    case DType::I16: return "<i2";
-    case DType::I8: return "|i1";
-    case DType::U8: return "|u1";
-    case DType::BOOL: return "|b1";
-    case DType::BF16: break;  // converted to F32 before this is asked
+    case DType::F32:
+      return "<f4";
+    case DType::F64:
+      return "<f8";
+    case DType::F16:
+      return "<f2";
+    case DType::I64:
+      return "<i8";
+    case DType::I32:
+      return "<i4";
+    case DType::I16:
+      return "<i2";
+    case DType::I8:
+      return "|i1";
+    case DType::U8:
+      return "|u1";
+    case DType::BOOL:
+      return "|b1";
+    case DType::BF16:
+      break;  // converted to F32 before this is asked
   }
   throw Error(str_cat("no .npy dtype for ", dtype_name(t)));
 }
@@ -145,8 +168,10 @@ std::string header_bytes(DType dtype, const Shape& shape) {
     shape_repr += std::to_string(shape[i]);
   }
   shape_repr += shape.size() == 1 ? ",)" : ")";
-  std::string dict = str_cat("{'descr': '", descr_of(dtype), "', 'fortran_order': False, 'shape': ", shape_repr, ", }");
-  if (!shape.empty()) dict.append(21 - std::to_string(shape[0]).size(), ' ');  // numpy's GROWTH_AXIS_MAX_DIGITS
+  std::string dict =
+      str_cat("{'descr': '", descr_of(dtype), "', 'fortran_order': False, 'shape': ", shape_repr, ", }");
+  if (!shape.empty())
+    dict.append(21 - std::to_string(shape[0]).size(), ' ');  // numpy's GROWTH_AXIS_MAX_DIGITS
   for (int version : {1, 2}) {
     size_t len_bytes = version == 1 ? 2 : 4;
     size_t hlen = dict.size() + 1;  // + '\n'
@@ -168,10 +193,11 @@ std::string header_bytes(DType dtype, const Shape& shape) {
 }  // namespace
 
 Tensor parse_npy(const uint8_t* data, size_t size, const std::string& name) {
-  IRIS_CHECK(size >= 10 && std::memcmp(data, kMagic, 6) == 0, name, ": not a .npy file (bad magic; ", size, " bytes)");
+  IRIS_CHECK(size >= 10 && std::memcmp(data, kMagic, 6) == 0, name, ": not a .npy file (bad magic; ", size,
+             " bytes)");
   const int major = data[6], minor = data[7];
-  IRIS_CHECK((major == 1 || major == 2 || major == 3) && minor == 0, name, ": unsupported .npy format version ", major,
-             ".", minor);
+  IRIS_CHECK((major == 1 || major == 2 || major == 3) && minor == 0, name,
+             ": unsupported .npy format version ", major, ".", minor);
   size_t hlen, start;
   if (major == 1) {
     hlen = size_t(data[8]) | size_t(data[9]) << 8;
@@ -207,7 +233,8 @@ Tensor parse_npy(const uint8_t* data, size_t size, const std::string& name) {
   }
   p.expect('}');
   if (!p.at_end()) p.fail("trailing characters after the dict");
-  if (!descr || !fortran || !shape) p.fail("missing ", !descr ? "'descr'" : !fortran ? "'fortran_order'" : "'shape'");
+  if (!descr || !fortran || !shape)
+    p.fail("missing ", !descr ? "'descr'" : !fortran ? "'fortran_order'" : "'shape'");
   IRIS_CHECK(!*fortran, name, ": .npy array has fortran_order True; only C order is supported");
   DType dtype = parse_descr(*descr, name);
 
@@ -217,7 +244,8 @@ Tensor parse_npy(const uint8_t* data, size_t size, const std::string& name) {
                " overflows the size of an array");
   const size_t data_start = start + hlen;
   IRIS_CHECK(size - data_start == size_t(nbytes), name, ": .npy data size mismatch: ", descr->c_str(), " ",
-             shape_str(*shape), " needs ", nbytes, " bytes, the file holds ", size - data_start, " after the header");
+             shape_str(*shape), " needs ", nbytes, " bytes, the file holds ", size - data_start,
+             " after the header");
   Tensor t = Tensor::empty(*shape, dtype);
   if (nbytes > 0) std::memcpy(t.raw(), data + data_start, size_t(nbytes));
   return t;

@@ -1,5 +1,6 @@
-// NumPy .npy arrays (format versions 1.0, 2.0, 3.0; little-endian; C order) for debugging dumps and golden files.
-// dtypes: <f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1 |b1 ('=' and '<' both read as little-endian; big-endian is rejected).
+// NumPy .npy arrays (format versions 1.0, 2.0, 3.0; little-endian; C order) for debugging dumps and golden
+// files. dtypes: <f4 <f8 <f2 <i8 <i4 <i2 |i1 |u1 |b1 ('=' and '<' both read as little-endian; big-endian is
+// rejected).
 #pragma once
 #include <cstddef>
 #include <cstdint>

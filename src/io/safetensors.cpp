@@ -1,4 +1,5 @@
-// safetensors reading (mmap, zero copy, strict header validation), Hugging Face checkpoint folders, and writing.
+// safetensors reading (mmap, zero copy, strict header validation), Hugging Face checkpoint folders, and
+// writing.
 #include "io/safetensors.h"
 
 #include <algorithm>
@@ -13,14 +14,17 @@ namespace fs = std::filesystem;
 
 namespace iris::io {
 
-static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian; big-endian hosts unsupported");
+static_assert(std::endian::native == std::endian::little,
+              "safetensors data is little-endian; big-endian hosts unsupported");
 
 namespace {
 
-constexpr size_t kMaxDims = 256;  // far above any real tensor; bounds what a hostile header can make us allocate
+constexpr size_t kMaxDims =
+    256;  // far above any real tensor; bounds what a hostile header can make us allocate
 
-// Parses the JSON header with SAX events straight into TensorInfo entries: the structure is checked as it streams
-// by, so a hostile header fails at its first wrong token and never builds a large JSON tree in memory.
+// Parses the JSON header with SAX events straight into TensorInfo entries: the structure is checked as it
+// streams by, so a hostile header fails at its first wrong token and never builds a large JSON tree in
+// memory.
 class HeaderParser {
  public:
   HeaderParser(const std::string& file, size_t data_start, size_t data_size)
@@ -28,31 +32,48 @@ class HeaderParser {
 
   std::map<std::string, TensorInfo> tensors;
   std::map<std::string, std::string> metadata;
-  std::map<std::string, std::pair<uint64_t, uint64_t>> ranges;  // relative [begin, end) per tensor
 
   // ---- SAX interface (nlohmann::json_sax) ----
   bool null() { return scalar("null"); }
   bool boolean(bool) { return scalar("a boolean"); }
   bool number_float(double, const std::string&) { return number(false, 0, true); }
-  bool number_integer(int64_t v) { return v < 0 ? number(true, 0, false) : number(false, uint64_t(v), false); }
+  bool number_integer(int64_t v) {
+    return v < 0 ? number(true, 0, false) : number(false, uint64_t(v), false);
+  }
   bool number_unsigned(uint64_t v) { return number(false, v, false); }
   bool binary(nlohmann::json::binary_t&) { return scalar("binary data"); }
 
   bool string(std::string& s) {
     switch (state_) {
-      case State::kDtype: cur_dtype_ = std::move(s); state_ = State::kEntryKey; return true;
-      case State::kMetaValue: metadata[meta_key_] = std::move(s); state_ = State::kMetaKey; return true;
-      default: return scalar("a string");
+      case State::kDtype:
+        cur_dtype_ = std::move(s);
+        state_ = State::kEntryKey;
+        return true;
+      case State::kMetaValue:
+        metadata[meta_key_] = std::move(s);
+        state_ = State::kMetaKey;
+        return true;
+      default:
+        return scalar("a string");
     }
   }
 
   bool start_object(size_t) {
     switch (state_) {
-      case State::kTop: state_ = State::kTopKey; return true;
-      case State::kMetaStart: state_ = State::kMetaKey; return true;
-      case State::kEntryStart: state_ = State::kEntryKey; return true;
-      case State::kSkip: ++skip_depth_; return true;
-      default: return unexpected("an object");
+      case State::kTop:
+        state_ = State::kTopKey;
+        return true;
+      case State::kMetaStart:
+        state_ = State::kMetaKey;
+        return true;
+      case State::kEntryStart:
+        state_ = State::kEntryKey;
+        return true;
+      case State::kSkip:
+        ++skip_depth_;
+        return true;
+      default:
+        return unexpected("an object");
     }
   }
 
@@ -96,78 +117,121 @@ class HeaderParser {
           skip_depth_ = 0;
         }
         return true;
-      case State::kSkip: return true;
-      default: return unexpected("a key");
+      case State::kSkip:
+        return true;
+      default:
+        return unexpected("a key");
     }
   }
 
   bool end_object() {
     switch (state_) {
-      case State::kTopKey: state_ = State::kDone; return true;
-      case State::kMetaKey: state_ = State::kTopKey; return true;
-      case State::kEntryKey: finish_entry(); state_ = State::kTopKey; return true;
-      case State::kSkip: end_skipped(); return true;
-      default: return unexpected("the end of an object");
+      case State::kTopKey:
+        state_ = State::kDone;
+        return true;
+      case State::kMetaKey:
+        state_ = State::kTopKey;
+        return true;
+      case State::kEntryKey:
+        finish_entry();
+        state_ = State::kTopKey;
+        return true;
+      case State::kSkip:
+        end_skipped();
+        return true;
+      default:
+        return unexpected("the end of an object");
     }
   }
 
   bool start_array(size_t) {
     switch (state_) {
-      case State::kShapeStart: state_ = State::kShapeElem; return true;
-      case State::kOffsetsStart: state_ = State::kOffsetsElem; return true;
-      case State::kSkip: ++skip_depth_; return true;
-      default: return unexpected("an array");
+      case State::kShapeStart:
+        state_ = State::kShapeElem;
+        return true;
+      case State::kOffsetsStart:
+        state_ = State::kOffsetsElem;
+        return true;
+      case State::kSkip:
+        ++skip_depth_;
+        return true;
+      default:
+        return unexpected("an array");
     }
   }
 
   bool end_array() {
     switch (state_) {
-      case State::kShapeElem: state_ = State::kEntryKey; return true;
-      case State::kOffsetsElem:
-        if (offsets_.size() != 2) fail_tensor("'data_offsets' must be [begin, end], got ", offsets_.size(), " values");
+      case State::kShapeElem:
         state_ = State::kEntryKey;
         return true;
-      case State::kSkip: end_skipped(); return true;
-      default: return unexpected("the end of an array");
+      case State::kOffsetsElem:
+        if (offsets_.size() != 2)
+          fail_tensor("'data_offsets' must be [begin, end], got ", offsets_.size(), " values");
+        state_ = State::kEntryKey;
+        return true;
+      case State::kSkip:
+        end_skipped();
+        return true;
+      default:
+        return unexpected("the end of an array");
     }
   }
 
   bool parse_error(size_t, const std::string&, const nlohmann::json::exception& e) {
     std::string msg = e.what();
-    if (size_t p = msg.find("] "); msg.rfind("[json.exception", 0) == 0 && p != std::string::npos) msg.erase(0, p + 2);
+    if (size_t p = msg.find("] "); msg.rfind("[json.exception", 0) == 0 && p != std::string::npos)
+      msg.erase(0, p + 2);
     fail_header("not valid JSON: ", msg);
   }
 
-  // Everything after the tensors are known: the byte ranges must tile the data section exactly (no overlaps, gaps
-  // or trailing bytes), as Hugging Face's reader requires. A zero-size tensor may sit anywhere on a boundary.
+  // Everything after the tensors are known: the byte ranges must tile the data section exactly (no overlaps,
+  // gaps or trailing bytes), as Hugging Face's reader requires. A zero-size tensor may sit anywhere on a
+  // boundary.
   void check_tiling() const {
     if (state_ != State::kDone) fail_header("truncated JSON");
-    std::vector<std::pair<std::pair<uint64_t, uint64_t>, const std::string*>> order;
-    order.reserve(ranges.size());
-    for (const auto& [name, r] : ranges) order.push_back({r, &name});
+    std::vector<std::pair<std::pair<uint64_t, uint64_t>, const std::string*>>
+        order;  // [begin, end) in the data
+    order.reserve(tensors.size());
+    for (const auto& [name, info] : tensors) {
+      uint64_t begin = info.offset - data_start_;
+      order.push_back({{begin, begin + info.nbytes}, &name});
+    }
     std::sort(order.begin(), order.end());
     uint64_t cursor = 0;
     const std::string* prev = nullptr;
     for (const auto& [r, name] : order) {
       if (r.first < cursor)
-        fail(str_cat("tensor '", *name, "': data_offsets [", r.first, ", ", r.second, "] overlap tensor '", *prev,
-                     "' (which ends at ", cursor, ")"));
+        fail(str_cat("tensor '", *name, "': data_offsets [", r.first, ", ", r.second, "] overlap tensor '",
+                     *prev, "' (which ends at ", cursor, ")"));
       if (r.first > cursor)
         fail(str_cat("tensor '", *name, "': data_offsets [", r.first, ", ", r.second, "] leave a gap of ",
-                     r.first - cursor, " bytes after ", prev ? "tensor '" + *prev + "'" : "the header", " (at ", cursor,
-                     ")"));
+                     r.first - cursor, " bytes after ", prev ? "tensor '" + *prev + "'" : "the header",
+                     " (at ", cursor, ")"));
       cursor = r.second;
       prev = name;
     }
     if (cursor != data_size_)
-      fail(str_cat("data section holds ", data_size_, " bytes but the tensors cover ", cursor, " (", data_size_ - cursor,
-                   " trailing bytes not part of any tensor)"));
+      fail(str_cat("data section holds ", data_size_, " bytes but the tensors cover ", cursor, " (",
+                   data_size_ - cursor, " trailing bytes not part of any tensor)"));
   }
 
  private:
   enum class State {
-    kTop, kTopKey, kMetaStart, kMetaKey, kMetaValue, kEntryStart, kEntryKey, kDtype, kShapeStart, kShapeElem,
-    kOffsetsStart, kOffsetsElem, kSkip, kDone
+    kTop,
+    kTopKey,
+    kMetaStart,
+    kMetaKey,
+    kMetaValue,
+    kEntryStart,
+    kEntryKey,
+    kDtype,
+    kShapeStart,
+    kShapeElem,
+    kOffsetsStart,
+    kOffsetsElem,
+    kSkip,
+    kDone
   };
 
   template <typename... A>
@@ -178,7 +242,9 @@ class HeaderParser {
   [[noreturn]] void fail_tensor(const A&... a) const {
     throw Error(str_cat(file_, ": invalid safetensors header: tensor '", name_, "': ", a...));
   }
-  [[noreturn]] void fail(const std::string& msg) const { throw Error(str_cat(file_, ": invalid safetensors file: ", msg)); }
+  [[noreturn]] void fail(const std::string& msg) const {
+    throw Error(str_cat(file_, ": invalid safetensors file: ", msg));
+  }
 
   // A scalar value (not a number): accepted only as (part of) an ignored field.
   bool scalar(const char* what) {
@@ -214,16 +280,26 @@ class HeaderParser {
 
   bool unexpected(const char* what) const {
     switch (state_) {
-      case State::kTop: fail_header("not a JSON object");
-      case State::kMetaStart: fail_header("\"__metadata__\" is not an object");
-      case State::kMetaValue: fail_header("\"__metadata__\" value for '", meta_key_, "' is ", what, ", not a string");
-      case State::kEntryStart: fail_tensor("entry is ", what, ", not an object");
-      case State::kDtype: fail_tensor("'dtype' is ", what, ", not a string");
-      case State::kShapeStart: fail_tensor("'shape' is ", what, ", not an array");
-      case State::kShapeElem: fail_tensor("'shape' holds ", what, ", not a dimension");
-      case State::kOffsetsStart: fail_tensor("'data_offsets' is ", what, ", not an array");
-      case State::kOffsetsElem: fail_tensor("'data_offsets' holds ", what, ", not an offset");
-      default: fail_header("unexpected ", what);
+      case State::kTop:
+        fail_header("not a JSON object");
+      case State::kMetaStart:
+        fail_header("\"__metadata__\" is not an object");
+      case State::kMetaValue:
+        fail_header("\"__metadata__\" value for '", meta_key_, "' is ", what, ", not a string");
+      case State::kEntryStart:
+        fail_tensor("entry is ", what, ", not an object");
+      case State::kDtype:
+        fail_tensor("'dtype' is ", what, ", not a string");
+      case State::kShapeStart:
+        fail_tensor("'shape' is ", what, ", not an array");
+      case State::kShapeElem:
+        fail_tensor("'shape' holds ", what, ", not a dimension");
+      case State::kOffsetsStart:
+        fail_tensor("'data_offsets' is ", what, ", not an array");
+      case State::kOffsetsElem:
+        fail_tensor("'data_offsets' holds ", what, ", not an offset");
+      default:
+        fail_header("unexpected ", what);
     }
   }
 
@@ -253,7 +329,6 @@ class HeaderParser {
     info.offset = data_start_ + size_t(begin);
     info.nbytes = size_t(nbytes);
     info.file = file_;
-    ranges[name_] = {begin, end};
     tensors.emplace(name_, std::move(info));
     cur_shape_.clear();
   }
@@ -300,7 +375,9 @@ const TensorInfo& SafetensorsFile::info(const std::string& name) const {
   return it->second;
 }
 
-Tensor SafetensorsFile::get(const std::string& name) const { return get(info(name)); }
+Tensor SafetensorsFile::get(const std::string& name) const {
+  return get(info(name));
+}
 
 Tensor SafetensorsFile::get(const TensorInfo& info) const {
   uint8_t* p = file_->mutable_data() + info.offset;
@@ -342,14 +419,16 @@ Checkpoint Checkpoint::open(const std::string& path_or_dir) {
       for (const std::string& name : *only) {
         const auto& ts = sf->tensors();
         auto it = ts.find(name);
-        IRIS_CHECK(it != ts.end(), path_or_dir, ": tensor '", name, "' is listed in model.safetensors.index.json for ",
-                   file, " but that file does not hold it");
+        IRIS_CHECK(it != ts.end(), path_or_dir, ": tensor '", name,
+                   "' is listed in model.safetensors.index.json for ", file,
+                   " but that file does not hold it");
         ck.entries_[name] = Entry{sf.get(), &it->second};
       }
     } else {
       for (const auto& [name, info] : sf->tensors()) {
         auto [it, fresh] = ck.entries_.emplace(name, Entry{sf.get(), &info});
-        IRIS_CHECK(fresh, path_or_dir, ": tensor '", name, "' appears in both ", it->second.info->file, " and ", file);
+        IRIS_CHECK(fresh, path_or_dir, ": tensor '", name, "' appears in both ", it->second.info->file,
+                   " and ", file);
       }
     }
     ck.files_.push_back(std::move(sf));
@@ -359,7 +438,8 @@ Checkpoint Checkpoint::open(const std::string& path_or_dir) {
     add_file(path_or_dir, nullptr);
     return ck;
   }
-  IRIS_CHECK(fs::is_directory(dir, ec), "checkpoint ", path_or_dir, " is neither a .safetensors file nor a folder");
+  IRIS_CHECK(fs::is_directory(dir, ec), "checkpoint ", path_or_dir,
+             " is neither a .safetensors file nor a folder");
 
   if (fs::exists(dir / "model.safetensors", ec)) {
     add_file((dir / "model.safetensors").string(), nullptr);
@@ -369,8 +449,8 @@ Checkpoint Checkpoint::open(const std::string& path_or_dir) {
   const std::string index_path = (dir / "model.safetensors.index.json").string();
   if (fs::exists(index_path, ec)) {
     nlohmann::json index = read_json_file(index_path);
-    IRIS_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), index_path,
-               ": no \"weight_map\" object");
+    IRIS_CHECK(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(),
+               index_path, ": no \"weight_map\" object");
     std::map<std::string, std::vector<std::string>> by_shard;  // shard file -> tensor names
     for (const auto& [name, shard] : index["weight_map"].items()) {
       IRIS_CHECK(shard.is_string(), index_path, ": weight_map entry for '", name, "' is not a file name");
@@ -395,7 +475,8 @@ Checkpoint Checkpoint::open(const std::string& path_or_dir) {
 
   std::vector<std::string> files;
   for (const auto& de : fs::directory_iterator(dir, ec))
-    if (de.path().extension() == ".safetensors" && de.is_regular_file(ec)) files.push_back(de.path().string());
+    if (de.path().extension() == ".safetensors" && de.is_regular_file(ec))
+      files.push_back(de.path().string());
   IRIS_CHECK(!ec, "cannot list checkpoint folder ", path_or_dir, ": ", ec.message());
   IRIS_CHECK(!files.empty(), "checkpoint folder ", path_or_dir,
              " has no model.safetensors, model.safetensors.index.json or other *.safetensors file");
@@ -406,8 +487,8 @@ Checkpoint Checkpoint::open(const std::string& path_or_dir) {
 
 const Checkpoint::Entry& Checkpoint::entry(const std::string& name) const {
   auto it = entries_.find(name);
-  IRIS_CHECK(it != entries_.end(), "tensor '", name, "' not found in checkpoint ", path_, " (", entries_.size(),
-             " tensors)");
+  IRIS_CHECK(it != entries_.end(), "tensor '", name, "' not found in checkpoint ", path_, " (",
+             entries_.size(), " tensors)");
   return it->second;
 }
 
@@ -416,7 +497,9 @@ Tensor Checkpoint::get(const std::string& name) const {
   return e.file->get(*e.info);
 }
 
-const TensorInfo& Checkpoint::info(const std::string& name) const { return *entry(name).info; }
+const TensorInfo& Checkpoint::info(const std::string& name) const {
+  return *entry(name).info;
+}
 
 std::vector<std::string> Checkpoint::names() const {
   std::vector<std::string> out;
@@ -494,8 +577,8 @@ std::string header_bytes(const std::vector<Planned>& p, const std::map<std::stri
 }
 
 template <typename Sink>
-void write_safetensors(Sink&& sink, const std::vector<Planned>& p, const std::map<std::string, std::string>& metadata,
-                       const std::string& dest) {
+void write_safetensors(Sink&& sink, const std::vector<Planned>& p,
+                       const std::map<std::string, std::string>& metadata, const std::string& dest) {
   std::string header = header_bytes(p, metadata, dest);
   sink(header.data(), header.size());
   for (const Planned& e : p) {
@@ -518,7 +601,8 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   save_planned(path, plan(tensors, path), metadata);
 }
 
-std::string safetensors_bytes(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+std::string safetensors_bytes(const NamedTensors& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   std::string out;
   write_safetensors([&](const void* d, size_t n) { out.append(static_cast<const char*>(d), n); },
                     plan(tensors, "safetensors bytes"), metadata, "safetensors bytes");
@@ -567,12 +651,14 @@ void save_safetensors_sharded(const std::string& dir, const NamedTensors& tensor
 
   // Remove the other layout's leftovers (what transformers' save_pretrained does for stale shards).
   static const std::regex shard_re(R"(model-\d{5}-of-\d{5}\.safetensors)");
+  std::vector<fs::path> stale;
   for (const auto& de : fs::directory_iterator(d, ec)) {
     std::string name = de.path().filename().string();
     bool ours = name == "model.safetensors" || name == "model.safetensors.index.json" ||
                 std::regex_match(name, shard_re);
-    if (ours && !keep.count(name)) fs::remove(de.path(), ec);
+    if (ours && !keep.count(name)) stale.push_back(de.path());
   }
+  for (const auto& p : stale) fs::remove(p, ec);  // best effort: the new checkpoint is already complete
 }
 
 }  // namespace iris::io

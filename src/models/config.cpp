@@ -174,7 +174,7 @@ json LlamaConfig::to_json() const {
 
 std::vector<float> LlamaConfig::rope_inv_freq() const {
   const int half = head_dim / 2;
-  std::vector<float> inv(size_t(half));
+  std::vector<float> inv(static_cast<size_t>(half));
   for (int i = 0; i < half; ++i) {
     // HF: 1 / base ** (arange(0, dim, 2).float() / dim), evaluated in float32.
     float e = float(2 * i) / float(head_dim);

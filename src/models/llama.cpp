@@ -60,7 +60,7 @@ void Llama::forward(float* x, int64_t T, nn::KVCache& cache, float* logits, bool
   const int64_t pos0 = cache.size(), D = cfg_.hidden_size;
   IRIS_CHECK(pos0 + T <= cache.max_tokens(), "the sequence needs ", pos0 + T, " positions but the context holds ",
              cache.max_tokens());
-  std::vector<int64_t> pos(size_t(T));
+  std::vector<int64_t> pos(static_cast<size_t>(T));
   std::iota(pos.begin(), pos.end(), pos0);
   nn::Scratch s;
   for (int il = 0; il < int(layers_.size()); ++il)

@@ -36,7 +36,9 @@ nn::Tap env_dump_tap(const std::string& stage) {
   return [d, stage](std::string_view name, int il, const float* data, int64_t rows, int64_t cols) {
     Tensor t = Tensor::empty({rows, cols});
     std::copy_n(data, rows * cols, t.data<float>());
-    std::string file = str_cat(d, "/", stage, ".", name, il >= 0 ? "." + std::to_string(il) : std::string(), ".npy");
+    std::string file = str_cat(d, "/", stage, ".", name);
+    if (il >= 0) file += str_cat(".", il);
+    file += ".npy";
     io::save_npy(file, t);
   };
 }

@@ -38,6 +38,10 @@ constexpr float kGeluTanhC = 0.044715f;
 constexpr float kQuickGeluC = 1.702f;
 constexpr float kInvSqrt2Pi = 0.398942280401432678f;  // 1 / sqrt(2 pi)
 
+// The derivatives below are exactly 0 or 1 in float beyond |x| = 100; clamping there keeps products such
+// as x * sigmoid(x) * (1 - sigmoid(x)) * u'(x) from forming inf * 0 at huge |x|.
+inline VecF clamp_grad_arg(VecF x) { return min(set1(100.0f), max(set1(-100.0f), x)); }
+
 inline VecF gelu_v(VecF x) { return x * normal_cdf(x); }
 inline VecF gelu_grad_v(VecF x) {
   // Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi).
@@ -52,6 +56,7 @@ inline VecF gelu_tanh_v(VecF x) {
 }
 inline VecF gelu_tanh_grad_v(VecF x) {
   // d/dx [x s(2u)] = s + x s (1 - s) 2 u', u' = sqrt(2/pi) (1 + 3 c x^2).
+  x = clamp_grad_arg(x);
   VecF xx = x * x;
   VecF u2 = x * fmadd(xx, set1(2.0f * kSqrt2OverPi * kGeluTanhC), set1(2.0f * kSqrt2OverPi));
   VecF du2 = fmadd(xx, set1(6.0f * kSqrt2OverPi * kGeluTanhC), set1(2.0f * kSqrt2OverPi));
@@ -62,6 +67,7 @@ inline VecF gelu_tanh_grad_v(VecF x) {
 
 inline VecF quick_gelu_v(VecF x) { return x * sigmoid(x * set1(kQuickGeluC)); }
 inline VecF quick_gelu_grad_v(VecF x) {
+  x = clamp_grad_arg(x);
   VecF s, oms;
   sigmoid_pair(x * set1(kQuickGeluC), s, oms);
   return fmadd(x * s * oms, set1(kQuickGeluC), s);
@@ -69,6 +75,7 @@ inline VecF quick_gelu_grad_v(VecF x) {
 
 inline VecF silu_v(VecF x) { return x * sigmoid(x); }
 inline VecF silu_grad_v(VecF x) {
+  x = clamp_grad_arg(x);
   VecF s, oms;
   sigmoid_pair(x, s, oms);
   return fmadd(x * s, oms, s);
@@ -151,12 +158,8 @@ void swiglu_backward(const float* gate, const float* up, const float* dy, float*
       const int64_t i = b + i0;
       // All loads happen before the stores, so the outputs may alias the inputs.
       VecF g = load_n(gate + i, c), u = load_n(up + i, c), d = load_n(dy + i, c);
-      VecF s, oms;
-      sigmoid_pair(g, s, oms);
-      VecF silu = g * s;
-      VecF dsilu = fmadd(g * s, oms, s);
-      store_n(dgate + i, d * u * dsilu, c);
-      store_n(dup + i, d * silu, c);
+      store_n(dgate + i, d * u * silu_grad_v(g), c);
+      store_n(dup + i, d * silu_v(g), c);
     });
   });
 }

@@ -51,11 +51,12 @@ double cross_entropy_forward_backward(const float* logits, const int32_t* target
         const int c = int(std::min<int64_t>(kLanes, vocab - i));
         s0 = s0 + select(tail_mask(c), exp(load_n(x + i, c) - vmax), zero());
       }
-      const double lse = double(m) + std::log(double(reduce_add(s0 + s1)));
-      row_loss[size_t(r)] = lse - double(xt);
+      const float sum = reduce_add(s0 + s1);
+      row_loss[size_t(r)] = double(m) + std::log(double(sum)) - double(xt);
       if (dx) {
-        const VecF vlse = set1(float(lse)), vscale = set1(scale);
-        for_chunks(vocab, [&](int64_t j, int c) { store_n(dx + j, vscale * exp(load_n(x + j, c) - vlse), c); });
+        // softmax = exp(x - max) / sum: exact arguments, unlike exp(x - lse) with lse rounded to float.
+        const VecF vk = set1(scale / sum);
+        for_chunks(vocab, [&](int64_t j, int c) { store_n(dx + j, vk * exp(load_n(x + j, c) - vmax), c); });
         dx[t] -= scale;
       }
     }

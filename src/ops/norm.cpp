@@ -5,6 +5,8 @@
 // the result does not depend on the thread count), then dx over rows; that order lets dx alias dy.
 #include "ops/norm.h"
 
+#include <algorithm>
+
 #include "cpu/threads.h"
 #include "ops/simd.h"
 #include "tensor/error.h"

@@ -24,6 +24,9 @@ struct VecF {
   __m512 v;
 };
 using Mask = __mmask16;
+// GCC 12's unmasked max/min/scalef/roundscale intrinsics start from _mm512_undefined_ps(), which trips
+// -Wuninitialized under -Werror; the all-lanes maskz forms compile to the same instructions.
+constexpr Mask kAll = 0xFFFF;
 
 inline Mask tail_mask(int n) { return Mask((1u << n) - 1u); }  // n in [0, 16]
 inline VecF zero() { return {_mm512_setzero_ps()}; }
@@ -41,17 +44,35 @@ inline VecF fmadd(VecF a, VecF b, VecF c) { return {_mm512_fmadd_ps(a.v, b.v, c.
 inline VecF fnmadd(VecF a, VecF b, VecF c) { return {_mm512_fnmadd_ps(a.v, b.v, c.v)}; }  // c - a*b
 inline VecF fmsub(VecF a, VecF b, VecF c) { return {_mm512_fmsub_ps(a.v, b.v, c.v)}; }    // a*b - c
 // max/min return b when either is NaN (the x86 rule): put the value that must propagate NaN second.
-inline VecF max(VecF a, VecF b) { return {_mm512_max_ps(a.v, b.v)}; }
-inline VecF min(VecF a, VecF b) { return {_mm512_min_ps(a.v, b.v)}; }
+inline VecF max(VecF a, VecF b) { return {_mm512_maskz_max_ps(kAll, a.v, b.v)}; }
+inline VecF min(VecF a, VecF b) { return {_mm512_maskz_min_ps(kAll, a.v, b.v)}; }
 inline VecF abs(VecF a) { return {_mm512_abs_ps(a.v)}; }
 inline VecF sqrt(VecF a) { return {_mm512_sqrt_ps(a.v)}; }
-inline float reduce_add(VecF a) { return _mm512_reduce_add_ps(a.v); }
-inline float reduce_max(VecF a) { return _mm512_reduce_max_ps(a.v); }
+// Horizontal reductions: halve 512 -> 256 -> 128 -> 32 bits (written out: GCC 12's _mm512_reduce_* trip the
+// same warning as above).
+template <int I>
+inline __m256 half(__m512 a) {
+  return _mm256_castpd_ps(_mm512_maskz_extractf64x4_pd(0xFF, _mm512_castps_pd(a), I));
+}
+inline float reduce_add(VecF a) {
+  __m256 s8 = _mm256_add_ps(half<0>(a.v), half<1>(a.v));
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+inline float reduce_max(VecF a) {
+  __m256 s8 = _mm256_max_ps(half<0>(a.v), half<1>(a.v));
+  __m128 s4 = _mm_max_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  __m128 s2 = _mm_max_ps(s4, _mm_movehl_ps(s4, s4));
+  return _mm_cvtss_f32(_mm_max_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
 inline Mask cmp_lt(VecF a, VecF b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ); }
 inline Mask cmp_gt(VecF a, VecF b) { return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GT_OQ); }
 inline VecF select(Mask m, VecF if_true, VecF if_false) { return {_mm512_mask_blend_ps(m, if_false.v, if_true.v)}; }
-inline VecF round_nearest(VecF a) { return {_mm512_roundscale_ps(a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)}; }
-inline VecF scale2(VecF a, VecF n) { return {_mm512_scalef_ps(a.v, n.v)}; }  // a * 2^n, n integral
+inline VecF round_nearest(VecF a) {
+  return {_mm512_maskz_roundscale_ps(kAll, a.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+inline VecF scale2(VecF a, VecF n) { return {_mm512_maskz_scalef_ps(kAll, a.v, n.v)}; }  // a * 2^n, n integral
 
 #else  // portable fallback: the same operations lane by lane
 
@@ -197,6 +218,7 @@ inline VecF exp(VecF x) {
 // "erfcc" form); its coefficients are our own Chebyshev fit (mpmath.chebyfit, 12 terms, 1.4e-8 in double).
 // z^2 is split exactly (hi + lo by FMA) so the large exponent loses no bits before the exp.
 inline VecF erfc_nonneg(VecF z) {
+  z = min(set1(11.0f), z);  // erfc(11) underflows to 0 already; keeps z*z finite (NaN passes through)
   VecF t = set1(1.0f) / fmadd(z, set1(0.5f), set1(1.0f));
   VecF p = set1(-0.189367455655f);
   p = fmadd(p, t, set1(1.05023352231f));

@@ -611,8 +611,11 @@ class Parser {
       expect_block_end();
       return s;
     }
-    for (const auto& e : enclosing_ends)
-      if (name == e) fail(t, str_cat("unexpected '", name, "'"));
+    if (name.rfind("end", 0) == 0 || name == "else" || name == "elif") {
+      std::string open = enclosing_ends.empty() ? std::string("no block is open")
+                                                : str_cat("expected '", enclosing_ends[0], "'");
+      fail(t, str_cat("unexpected '", name, "' (", open, ")"));
+    }
     static const char* unsupported[] = {"extends", "block", "include", "import", "from", "call", "with", "autoescape"};
     for (const char* u : unsupported)
       if (name == u) fail(t, str_cat("the '", name, "' tag is not supported in chat templates"));

@@ -304,8 +304,8 @@ std::string string_repr(const std::string& s) {
     } else if (c == '\t') {
       out += "\\t";
     } else if (c >= 0xDC80 && c <= 0xDCFF) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\udc%02x", unsigned(c - 0xDC00));
+      char buf[16];
+      std::snprintf(buf, sizeof(buf), "\\udc%02x", unsigned(c - 0xDC00) & 0xFFu);
       out += buf;
     } else if (!is_printable(c)) {
       char buf[16];
@@ -457,8 +457,8 @@ namespace {
 void json_string(std::string& out, const std::string& s, bool ensure_ascii) {
   out.push_back('"');
   auto hex4 = [&out](unsigned v) {
-    char buf[8];
-    std::snprintf(buf, sizeof(buf), "\\u%04x", v);
+    char buf[16];
+    std::snprintf(buf, sizeof(buf), "\\u%04x", v & 0xFFFFu);
     out += buf;
   };
   for (char32_t c : utf8_decode(s)) {

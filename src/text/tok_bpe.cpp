@@ -150,7 +150,7 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
 
   // 1. One symbol per character (or per byte with byte fallback, or an unknown token).
   const bool affixes = !continuing_subword_prefix_.empty() || !end_of_word_suffix_.empty();
-  std::optional<int32_t> pending_unk;  // an unknown run not yet emitted (so consecutive ones can fuse)
+  int32_t pending_unk = -1;  // an unknown run not yet emitted (so consecutive ones can fuse), or -1
   std::string scratch;
   size_t i = 0;
   while (i < word.size()) {
@@ -165,9 +165,9 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
       piece = scratch;
     }
     if (const auto id = token_to_id(piece)) {
-      if (pending_unk) {
-        add(*pending_unk);
-        pending_unk.reset();
+      if (pending_unk >= 0) {
+        add(pending_unk);
+        pending_unk = -1;
       }
       add(*id);
       continue;
@@ -183,12 +183,12 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
     }
     if (!unk_token_.empty()) {
       IRIS_CHECK(unk_id_, "tokenizer: unk_token '", unk_token_, "' is not in the vocabulary");
-      if (pending_unk && !fuse_unk_) add(*pending_unk);
-      if (!pending_unk || !fuse_unk_) pending_unk = *unk_id_;
+      if (pending_unk >= 0 && !fuse_unk_) add(pending_unk);
+      if (pending_unk < 0 || !fuse_unk_) pending_unk = *unk_id_;
     }
     // Without an unk_token the character is dropped, as in the library.
   }
-  if (pending_unk) add(*pending_unk);
+  if (pending_unk >= 0) add(pending_unk);
 
   // 2. Merge the lowest-ranked adjacent pair until none is left. Heap entries go stale when a neighbour merges;
   // they are recognised by re-checking the pair at pop time.

@@ -278,7 +278,7 @@ class WordPieceDecoder : public Decoder {
         if (t.compare(0, prefix.size(), prefix) == 0) {
           t.erase(0, prefix.size());
         } else {
-          t.insert(0, " ");
+          t.insert(t.begin(), ' ');
         }
       }
       if (cleanup) {

@@ -156,7 +156,8 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   std::unique_ptr<Regex> regex;  // set when use_regex
   void split(const Piece& p, std::vector<Piece>& out) const override {
     Piece q = p;
-    if (add_prefix_space && (q.text.empty() || q.text[0] != ' ')) q.text.insert(0, " ");
+    // (The library's prepend leaves an empty string empty.)
+    if (add_prefix_space && !q.text.empty() && q.text[0] != ' ') q.text.insert(q.text.begin(), ' ');
     const size_t first = out.size();
     if (regex) {
       std::vector<std::pair<size_t, size_t>> m;
@@ -203,7 +204,8 @@ class MetaspacePreTokenizer : public PreTokenizer {
   void split(const Piece& p, std::vector<Piece>& out) const override {
     Piece q{replace_all(p.text, " ", replacement), p.at_start};
     const bool starts = q.text.compare(0, replacement.size(), replacement) == 0;
-    if (!starts && (scheme == PrependScheme::Always || (scheme == PrependScheme::First && q.at_start))) {
+    if (!starts && !q.text.empty() &&
+        (scheme == PrependScheme::Always || (scheme == PrependScheme::First && q.at_start))) {
       q.text.insert(0, replacement);
     }
     if (split_on_replacement) {

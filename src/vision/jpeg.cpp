@@ -181,9 +181,39 @@ bool run_jpeg(JpegJob* j) {
   return true;
 }
 
+// Finds the frame header (SOFn) by walking the marker segments, so the size limit applies even to a file whose
+// data is missing. Anything unusual is left for libjpeg to report.
+void precheck_jpeg_size(const uint8_t* d, size_t n, const DecodeOptions& opt, const std::string& name) {
+  size_t i = 2;
+  while (i + 4 <= n) {
+    if (d[i] != 0xFF) return;
+    const uint8_t m = d[i + 1];
+    if (m == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) {  // markers without a length
+      i += 2;
+      continue;
+    }
+    if (m == 0xDA || m == 0xD9) return;  // start of scan / end of image: no frame header before it
+    const size_t len = size_t(d[i + 2]) << 8 | d[i + 3];
+    const bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+    if (sof) {
+      if (i + 9 > n) return;
+      const int64_t h = int64_t(d[i + 5]) << 8 | d[i + 6], w = int64_t(d[i + 7]) << 8 | d[i + 8];
+      if (h > 0) check_header_size(w, h, opt.max_pixels, name, "JPEG");  // height 0 (DNL): libjpeg refuses it
+      return;
+    }
+    if (len < 2) return;
+    i += 2 + len;
+  }
+}
+
 }  // namespace
 
 Decoded decode_jpeg(const uint8_t* data, size_t size, const DecodeOptions& opt, const std::string& name) {
+  precheck_jpeg_size(data, size, opt, name);
   auto job = std::make_unique<JpegJob>();
   job->data = data;
   job->size = size;

@@ -170,6 +170,15 @@ bool run_png_write(PngWriteJob* j) {
 }  // namespace
 
 Decoded decode_png(const uint8_t* data, size_t size, const DecodeOptions& opt, const std::string& name) {
+  // Size limit straight from IHDR (always the first chunk), before libpng reads further: a file that claims a huge
+  // image is refused for its size even when the rest of it is missing.
+  if (size >= 24 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    auto be32 = [&](size_t at) {
+      return int64_t(uint32_t(data[at]) << 24 | uint32_t(data[at + 1]) << 16 | uint32_t(data[at + 2]) << 8 |
+                     uint32_t(data[at + 3]));
+    };
+    check_header_size(be32(16), be32(20), opt.max_pixels, name, "PNG");
+  }
   auto job = std::make_unique<PngReadJob>();
   job->data = data;
   job->size = size;

@@ -161,11 +161,10 @@ PreprocessConfig PreprocessConfig::from_json(const json& j) {
   c.image_std = get_triple(j, "image_std", dstd, nullptr);
   for (int ch = 0; ch < 3; ++ch) {
     IRIS_CHECK(c.image_std[ch] != 0.0f, "preprocessor config: image_std[", ch, "] is 0");
-    // LLaVA's background: tuple(int(x * 255) for x in image_mean), computed in double as Python does.
+    // LLaVA's background: tuple(int(x * 255) for x in image_mean), computed in double as Python does. Means
+    // outside 0..1 (configs without rescaling) only matter for padding, where PIL would clip the colour too.
     const double v = mean64[ch] * 255.0;
-    IRIS_CHECK(v >= 0 && v < 256, "preprocessor config: image_mean[", ch, "] = ", mean64[ch],
-               " gives no valid padding colour (expected 0..1)");
-    c.pad_color[size_t(ch)] = uint8_t(int(v));
+    c.pad_color[size_t(ch)] = uint8_t(v <= 0 ? 0 : v >= 255 ? 255 : int(v));
   }
   return c;
 }
@@ -240,18 +239,29 @@ int PreprocessConfig::out_width() const {
 Image preprocess_u8(const Image& img, const PreprocessConfig& cfg) {
   // Non-RGB input is always converted: transformers' load_image already calls convert("RGB"), and the processors
   // fail on anything but 3 channels, so do_convert_rgb = false cannot give a different valid result.
-  Image x = img.channels == 3 ? img : to_rgb(img);
-  if (cfg.pad_to_square) x = pad_to_square(x, cfg.pad_color);
+  // `cur` points at the latest stage, so a large RGB input is read in place rather than copied.
+  Image x;
+  const Image* cur = &img;
+  if (img.channels != 3) {
+    x = to_rgb(img);
+    cur = &x;
+  }
+  if (cfg.pad_to_square) {
+    x = pad_to_square(*cur, cfg.pad_color);
+    cur = &x;
+  }
   if (cfg.do_resize) {
-    auto [w, h] = cfg.resize_size(x.width, x.height);
-    x = resize(x, w, h, cfg.resample);
+    auto [w, h] = cfg.resize_size(cur->width, cur->height);
+    x = resize(*cur, w, h, cfg.resample);
+    cur = &x;
   }
   if (cfg.do_center_crop) {
     IRIS_CHECK(cfg.crop_height > 0 && cfg.crop_width > 0, "preprocess: do_center_crop is set but crop size is ",
                cfg.crop_width, "x", cfg.crop_height);
-    x = center_crop(x, cfg.crop_width, cfg.crop_height);
+    x = center_crop(*cur, cfg.crop_width, cfg.crop_height);
+    cur = &x;
   }
-  return x;
+  return cur == &x ? std::move(x) : *cur;
 }
 
 std::vector<float> normalize_chw(const Image& rgb, const PreprocessConfig& cfg) {

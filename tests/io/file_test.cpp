@@ -1,4 +1,5 @@
-// Tests for io/file: mapping, checked reads, JSON errors with locations, atomic writes and their failure paths.
+// Tests for io/file: mapping, checked reads, JSON errors with locations, atomic writes and their failure
+// paths.
 #include "io/file.h"
 
 #include <fcntl.h>
@@ -39,7 +40,8 @@ void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
     fn();
     ADD_FAILURE() << "expected iris::Error containing '" << *parts.begin() << "'";
   } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\nmissing: " << p;
+    for (const auto& p : parts)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\nmissing: " << p;
   }
 }
 
@@ -95,10 +97,14 @@ TEST(ReadJson, ParsesAndLocatesErrors) {
   auto j = read_json_file(d + "/ok.json");
   EXPECT_EQ(j["a"][1], 2);
   iris::test::write_file(d + "/bad.json", "{\n  \"a\": 1,\n  \"b\": tru\n}\n");
-  expect_error([&] { read_json_file(d + "/bad.json"); }, {"bad.json", "line 3", "column"});
+  expect_error([&] { read_json_file(d + "/bad.json"); },
+               {"bad.json", "line 3, column 11", "invalid literal"});
   iris::test::write_file(d + "/empty.json", "");
   expect_error([&] { read_json_file(d + "/empty.json"); }, {"empty.json", "invalid JSON"});
   expect_error([&] { read_json_file(d + "/missing.json"); }, {"missing.json"});
+  // Deep nesting neither overflows the stack while parsing nor while freeing.
+  iris::test::write_file(d + "/deep.json", std::string(100000, '[') + std::string(100000, ']'));
+  EXPECT_TRUE(read_json_file(d + "/deep.json").is_array());
 }
 
 TEST(AtomicWrite, CreatesAndReplaces) {

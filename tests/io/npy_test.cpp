@@ -1,5 +1,5 @@
-// Tests for io/npy: the reference arrays (shapes from meta.json, bytes identical to numpy.save), round trips of
-// every dtype including 0-d and empty shapes, and malformed files.
+// Tests for io/npy: the reference arrays (shapes from meta.json, bytes identical to numpy.save), round trips
+// of every dtype including 0-d and empty shapes, and malformed files.
 #include "io/npy.h"
 
 #include <gtest/gtest.h>
@@ -54,27 +54,43 @@ TEST(Npy, LoadsReferenceArrays) {
   const std::string dir = iris::test::shared_dir() + "/refcases/llama_text";
   auto meta = read_json_file(dir + "/meta.json");
   const auto& files = meta.at("files");
-  for (const char* name : {"input_ids.npy", "logits.npy", "hidden_states.npy", "generated_ids.npy"}) {
-    SCOPED_TRACE(name);
-    Tensor t = load_npy(dir + "/" + name);
-    EXPECT_EQ(t.shape(), files.at(name).at("shape").get<Shape>());
-    const std::string dt = files.at(name).at("dtype").get<std::string>();
-    EXPECT_EQ(t.dtype(), dt == "int64" ? DType::I64 : DType::F32) << dt;
-    // Byte-identical to what numpy 1.24 wrote, header padding included.
-    EXPECT_EQ(npy_bytes(t), iris::test::read_file(dir + "/" + name));
-  }
   Tensor ids = load_npy(dir + "/input_ids.npy");
   ASSERT_EQ(ids.dtype(), DType::I64);
+  EXPECT_EQ(ids.shape(), files.at("input_ids.npy").at("shape").get<Shape>());
   EXPECT_EQ(ids.data<int64_t>()[0], 1);  // BOS
-  for (int64_t i = 0; i < ids.numel(); ++i) EXPECT_TRUE(ids.data<int64_t>()[i] >= 0 && ids.data<int64_t>()[i] < 320);
-  EXPECT_EQ(ids.shape()[1], meta["prompt_length"].get<int64_t>());
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    EXPECT_TRUE(ids.data<int64_t>()[i] >= 0 && ids.data<int64_t>()[i] < 320);
+  Tensor logits = load_npy(dir + "/logits.npy");
+  ASSERT_EQ(logits.dtype(), DType::F32);
+  EXPECT_EQ(logits.shape(), files.at("logits.npy").at("shape").get<Shape>());
+  EXPECT_EQ(logits.shape()[1], meta["prompt_length"].get<int64_t>());
+}
+
+// Every array of every model case: shape and dtype as meta.json says, and npy_bytes() reproduces the file
+// byte for byte (numpy 1.24 wrote them), header padding included.
+TEST(Npy, AllReferenceArraysMatchMetaAndBytes) {
+  int checked = 0;
+  for (const char* c : {"llama_text", "clip_vision", "llava"}) {
+    const std::string dir = iris::test::shared_dir() + "/refcases/" + c;
+    auto meta = read_json_file(dir + "/meta.json");
+    for (const auto& [name, info] : meta.at("files").items()) {
+      SCOPED_TRACE(std::string(c) + "/" + name);
+      Tensor t = load_npy(dir + "/" + name);
+      EXPECT_EQ(t.shape(), info.at("shape").get<Shape>());
+      const std::string dt = info.at("dtype").get<std::string>();
+      EXPECT_EQ(t.dtype(), dt == "int64" ? DType::I64 : DType::F32) << dt;
+      EXPECT_EQ(npy_bytes(t), iris::test::read_file(dir + "/" + name));
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 15);
 }
 
 TEST(Npy, RoundTripEveryDtypeAndShape) {
   std::string d = fresh_dir("roundtrip");
   const std::vector<Shape> shapes = {{}, {0}, {3, 0, 2}, {1}, {7}, {2, 3}, {2, 3, 4, 5}};
-  for (DType dt : {DType::F32, DType::F64, DType::F16, DType::I64, DType::I32, DType::I16, DType::I8, DType::U8,
-                   DType::BOOL}) {
+  for (DType dt : {DType::F32, DType::F64, DType::F16, DType::I64, DType::I32, DType::I16, DType::I8,
+                   DType::U8, DType::BOOL}) {
     for (const Shape& s : shapes) {
       SCOPED_TRACE(std::string(iris::dtype_name(dt)) + " " + iris::shape_str(s));
       Tensor t = pattern(s, dt);
@@ -136,7 +152,8 @@ TEST(Npy, ReadsOtherWriters) {
     EXPECT_EQ(t.shape(), Shape{3});
     EXPECT_EQ(bytes_of(t), data);
   }
-  iris::test::write_file(d + "/one.npy", npy_file("{'descr': '>i1', 'fortran_order': False, 'shape': (2,), }", "ab"));
+  iris::test::write_file(d + "/one.npy",
+                         npy_file("{'descr': '>i1', 'fortran_order': False, 'shape': (2,), }", "ab"));
   EXPECT_EQ(load_npy(d + "/one.npy").dtype(), DType::I8);  // byte order is moot for one-byte types
 }
 
@@ -159,30 +176,44 @@ TEST(Npy, CorruptFiles) {
       {"magic", "PK\x03\x04 this is a zip file", {"bad magic"}},
       {"version", bad_version, {"version 4"}},
       {"header_len", long_header, {"header length", "larger than the file"}},
-      {"fortran", npy_file("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", f4x2), {"fortran_order"}},
-      {"big_endian", npy_file("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", f4x2),
+      {"fortran",
+       npy_file("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }", f4x2),
+       {"fortran_order"}},
+      {"big_endian",
+       npy_file("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", f4x2),
        {"big-endian", "'>f4'"}},
-      {"u4", npy_file("{'descr': '<u4', 'fortran_order': False, 'shape': (2,), }", f4x2), {"unsupported", "'<u4'"}},
+      {"u4",
+       npy_file("{'descr': '<u4', 'fortran_order': False, 'shape': (2,), }", f4x2),
+       {"unsupported", "'<u4'"}},
       {"complex", npy_file("{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", f4x2), {"'<c8'"}},
       {"object", npy_file("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", f4x2), {"'|O'"}},
-      {"structured", npy_file("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }", f4x2),
+      {"structured",
+       npy_file("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }", f4x2),
        {"structured"}},
       {"short_data", npy_file(good, std::string(7, '\0')), {"data size mismatch", "needs 8", "holds 7"}},
       {"long_data", npy_file(good, std::string(9, '\0')), {"data size mismatch"}},
       {"missing_shape", npy_file("{'descr': '<f4', 'fortran_order': False}", f4x2), {"missing 'shape'"}},
-      {"negative_dim", npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }", f4x2), {"negative"}},
-      {"float_dim", npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2.0,), }", f4x2), {"expected"}},
-      {"huge_dim", npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }", f4x2),
+      {"negative_dim",
+       npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }", f4x2),
+       {"negative"}},
+      {"float_dim",
+       npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2.0,), }", f4x2),
+       {"expected"}},
+      {"huge_dim",
+       npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999,), }", f4x2),
        {"too large"}},
       {"overflow",
        npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }", f4x2),
        {"overflows"}},
       {"not_a_dict", npy_file("['descr', '<f4']", f4x2), {"invalid .npy header"}},
       {"unterminated", npy_file("{'descr': '<f4", f4x2), {"unterminated"}},
-      {"unknown_key", npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}", f4x2),
+      {"unknown_key",
+       npy_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}", f4x2),
        {"unexpected key 'x'"}},
       {"junk_after", npy_file(good + " junk", f4x2), {"trailing"}},
-      {"bad_bool", npy_file("{'descr': '<f4', 'fortran_order': 0, 'shape': (2,), }", f4x2), {"True or False"}},
+      {"bad_bool",
+       npy_file("{'descr': '<f4', 'fortran_order': 0, 'shape': (2,), }", f4x2),
+       {"True or False"}},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.label);

@@ -1,5 +1,5 @@
-// Tests for io/safetensors: the reference checkpoint, round trips, sharding, and a battery of corrupt files that
-// must each fail with a clear iris::Error (never a crash).
+// Tests for io/safetensors: the reference checkpoint, round trips, sharding, and a battery of corrupt files
+// that must each fail with a clear iris::Error (never a crash).
 #include "io/safetensors.h"
 
 #include <gtest/gtest.h>
@@ -97,6 +97,23 @@ TEST(Safetensors, LoadsReferenceCheckpoint) {
   EXPECT_THROW(f->get("model.nope"), Error);
 }
 
+// The other model cases too (CLIP names, LLaVA's prefixed names): names and shapes as meta.json lists them.
+TEST(Safetensors, AllReferenceCheckpointsMatchMeta) {
+  for (const char* c : {"llama_text", "clip_vision", "llava"}) {
+    SCOPED_TRACE(c);
+    const std::string dir = iris::test::shared_dir() + "/refcases/" + c;
+    auto meta = read_json_file(dir + "/meta.json");
+    Checkpoint ck = Checkpoint::open(dir);
+    const auto& expected = meta.at("weights").at("tensors");
+    EXPECT_EQ(ck.size(), expected.size());
+    for (const auto& [name, shape] : expected.items()) {
+      ASSERT_TRUE(ck.has(name)) << name;
+      EXPECT_EQ(ck.info(name).shape, shape.get<Shape>()) << name;
+      EXPECT_EQ(ck.get(name).shape(), shape.get<Shape>()) << name;
+    }
+  }
+}
+
 TEST(Safetensors, CheckpointOpensReferenceFolderAndFile) {
   const std::string dir = iris::test::shared_dir() + "/refcases/llama_text";
   auto meta = read_json_file(dir + "/meta.json");
@@ -107,7 +124,8 @@ TEST(Safetensors, CheckpointOpensReferenceFolderAndFile) {
   EXPECT_EQ(ck.names(), names);
   for (const auto& n : names) EXPECT_EQ(ck.get(n).shape(), meta["weights"]["tensors"][n].get<Shape>());
   EXPECT_EQ(Checkpoint::open(dir + "/model.safetensors").names(), names);
-  expect_error([&] { ck.get("model.layers.9.mlp.up_proj.weight"); }, {"model.layers.9.mlp.up_proj.weight", dir});
+  expect_error([&] { ck.get("model.layers.9.mlp.up_proj.weight"); },
+               {"model.layers.9.mlp.up_proj.weight", dir});
 }
 
 TEST(Safetensors, TensorKeepsMappingAlive) {
@@ -175,14 +193,19 @@ TEST(Safetensors, WriterLayout) {
   save_safetensors(d + "/none.safetensors", {});
   EXPECT_TRUE(SafetensorsFile::open(d + "/none.safetensors")->tensors().empty());
 
-  expect_error([&] { save_safetensors(d + "/dup.safetensors", {{"a", base}, {"a", base}}); }, {"duplicate", "'a'"});
+  expect_error(
+      [&] {
+        save_safetensors(d + "/dup.safetensors", {{"a", base}, {"a", base}});
+      },
+      {"duplicate", "'a'"});
   expect_error([&] { save_safetensors(d + "/undef.safetensors", {{"a", Tensor()}}); }, {"undefined", "'a'"});
   EXPECT_FALSE(fs::exists(d + "/dup.safetensors"));
 }
 
 TEST(Safetensors, OverwriteWhileMapped) {
   std::string d = fresh_dir("overwrite");
-  save_safetensors(d + "/m.safetensors", {{"a", pattern({8}, DType::F32, 1)}, {"b", pattern({2}, DType::F32, 2)}});
+  save_safetensors(d + "/m.safetensors",
+                   {{"a", pattern({8}, DType::F32, 1)}, {"b", pattern({2}, DType::F32, 2)}});
   Checkpoint ck = Checkpoint::open(d + "/m.safetensors");
   Tensor a = ck.get("a");
   std::string before = bytes_of(a);
@@ -214,7 +237,8 @@ TEST(Safetensors, MisalignedDataIsCopied) {
 TEST(Safetensors, ShardedSaveAndOpen) {
   std::string d = fresh_dir("sharded");
   NamedTensors in;
-  for (int i = 0; i < 7; ++i) in.push_back({"layer." + std::to_string(i) + ".w", pattern({10, 10}, DType::F32, i)});
+  for (int i = 0; i < 7; ++i)
+    in.push_back({"layer." + std::to_string(i) + ".w", pattern({10, 10}, DType::F32, i)});
   in.push_back({"big", pattern({1000}, DType::F32, 9)});  // larger than a shard: a shard of its own
   in.push_back({"half", pattern({16}, DType::BF16, 10)});
   save_safetensors_sharded(d, in, 1000);  // 400-byte tensors: two per shard
@@ -244,7 +268,8 @@ TEST(Safetensors, ShardedSaveAndOpen) {
     EXPECT_EQ(ck.info(name).file, d + "/" + index["weight_map"][name].get<std::string>());
   }
 
-  // Saving the same folder as one file replaces the shards (no stale index or shards left to confuse a reader).
+  // Saving the same folder as one file replaces the shards (no stale index or shards left to confuse a
+  // reader).
   save_safetensors_sharded(d, in, size_t(1) << 30);
   std::vector<std::string> files;
   for (const auto& e : fs::directory_iterator(d)) files.push_back(e.path().filename().string());
@@ -343,36 +368,60 @@ TEST(Safetensors, CorruptionBattery) {
       {"missing_dtype", one(R"("w":{"shape":[2],"data_offsets":[0,8]})", 8), {"'w'", "missing 'dtype'"}},
       {"missing_shape", one(R"("w":{"dtype":"F32","data_offsets":[0,8]})", 8), {"'w'", "missing 'shape'"}},
       {"missing_offsets", one(R"("w":{"dtype":"F32","shape":[2]})", 8), {"'w'", "missing 'data_offsets'"}},
-      {"unknown_dtype", one(R"("w":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]})", 2),
+      {"unknown_dtype",
+       one(R"("w":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]})", 2),
        {"'w'", "F8_E4M3", "dtype"}},
       {"dtype_not_string", one(R"("w":{"dtype":4,"shape":[2],"data_offsets":[0,8]})", 8), {"'w'", "'dtype'"}},
-      {"negative_dim", one(R"("w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", 8), {"'w'", "negative"}},
-      {"float_dim", one(R"("w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]})", 8), {"'w'", "non-integer"}},
+      {"negative_dim",
+       one(R"("w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]})", 8),
+       {"'w'", "negative"}},
+      {"float_dim",
+       one(R"("w":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]})", 8),
+       {"'w'", "non-integer"}},
       {"string_dim", one(R"("w":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]})", 8), {"'w'", "'shape'"}},
-      {"shape_not_array", one(R"("w":{"dtype":"F32","shape":2,"data_offsets":[0,8]})", 8), {"'w'", "not an array"}},
-      {"huge_dim", one(R"("w":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,8]})", 8),
+      {"shape_not_array",
+       one(R"("w":{"dtype":"F32","shape":2,"data_offsets":[0,8]})", 8),
+       {"'w'", "not an array"}},
+      {"huge_dim",
+       one(R"("w":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,8]})", 8),
        {"'w'", "too large"}},
-      {"overflow", one(R"("w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]})", 8),
+      {"overflow",
+       one(R"("w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]})", 8),
        {"'w'", "overflow"}},
-      {"begin_after_end", one(R"("w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]})", 8), {"'w'", "begin is after end"}},
-      {"end_past_data", one(R"("w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]})", 8),
+      {"begin_after_end",
+       one(R"("w":{"dtype":"F32","shape":[0],"data_offsets":[8,0]})", 8),
+       {"'w'", "begin is after end"}},
+      {"end_past_data",
+       one(R"("w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]})", 8),
        {"'w'", "beyond the data section"}},
-      {"size_mismatch", one(R"("w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]})", 8), {"'w'", "needs 12"}},
-      {"three_offsets", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]})", 8), {"'w'", "data_offsets"}},
-      {"one_offset", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0]})", 8), {"'w'", "data_offsets"}},
-      {"negative_offset", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]})", 8), {"'w'", "negative"}},
+      {"size_mismatch",
+       one(R"("w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]})", 8),
+       {"'w'", "needs 12"}},
+      {"three_offsets",
+       one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0,8,8]})", 8),
+       {"'w'", "data_offsets"}},
+      {"one_offset",
+       one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[0]})", 8),
+       {"'w'", "data_offsets"}},
+      {"negative_offset",
+       one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[-8,0]})", 8),
+       {"'w'", "negative"}},
       {"overlap",
        crafted("{" + ok_entry + R"(,"w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", 12),
        {"'w'", "overlap", "'ok'"}},
-      {"gap", crafted("{" + ok_entry + R"(,"w":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})", 20),
+      {"gap",
+       crafted("{" + ok_entry + R"(,"w":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})", 20),
        {"'w'", "gap of 4 bytes"}},
       {"gap_at_start", one(R"("w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]})", 12), {"'w'", "gap"}},
       {"trailing", one(ok_entry, 12), {"trailing"}},
       {"duplicate_name", crafted("{" + ok_entry + "," + ok_entry + "}", 8), {"duplicate", "'ok'"}},
-      {"duplicate_field", one(R"("w":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]})", 8),
+      {"duplicate_field",
+       one(R"("w":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]})", 8),
        {"'w'", "duplicate field"}},
       {"metadata_not_object", crafted(R"({"__metadata__":[]})", 0), {"__metadata__", "not an object"}},
-      {"metadata_value", crafted(R"({"__metadata__":{"format":1}})", 0), {"__metadata__", "'format'", "not a string"}},
+      {"metadata_value",
+       crafted(R"({"__metadata__":{"format":1}})", 0),
+       {"__metadata__", "'format'", "not a string"}},
   };
   for (const Corrupt& c : cases) {
     SCOPED_TRACE(c.label);
@@ -398,6 +447,20 @@ TEST(Safetensors, UnknownFieldsAreIgnored) {
   EXPECT_EQ(f->get("w").shape(), Shape{2});
 }
 
+// Deep nesting inside an ignored field must not recurse on the stack.
+TEST(Safetensors, DeepNestingIsHarmless) {
+  std::string d = fresh_dir("deep");
+  const size_t depth = 200000;
+  std::string h = R"({"w":{"x":)" + std::string(depth, '[') + std::string(depth, ']') +
+                  R"(,"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  iris::test::write_file(d + "/n.safetensors", crafted(h, 8));
+  EXPECT_EQ(SafetensorsFile::open(d + "/n.safetensors")->get("w").shape(), Shape{2});
+  std::string bad = R"({"w":)" + std::string(depth, '[') + "}";
+  iris::test::write_file(d + "/bad.safetensors", crafted(bad, 0));
+  expect_error([&] { SafetensorsFile::open(d + "/bad.safetensors"); },
+               {"bad.safetensors", "'w'", "not an object"});
+}
+
 TEST(Safetensors, ManyDimsAreBounded) {
   std::string d = fresh_dir("dims");
   std::string dims;
@@ -410,8 +473,10 @@ TEST(Safetensors, ManyDimsAreBounded) {
 // Every prefix of a valid file (every 7 bytes, and all short ones) either opens or throws iris::Error.
 TEST(Safetensors, TruncationNeverCrashes) {
   std::string d = fresh_dir("truncate");
-  NamedTensors in = {{"a", pattern({5, 3}, DType::F32)}, {"b", pattern({7}, DType::BF16)},
-                           {"c", pattern({2, 2}, DType::I64)}, {"d", pattern({}, DType::F16)}};
+  NamedTensors in = {{"a", pattern({5, 3}, DType::F32)},
+                     {"b", pattern({7}, DType::BF16)},
+                     {"c", pattern({2, 2}, DType::I64)},
+                     {"d", pattern({}, DType::F16)}};
   const std::string full = safetensors_bytes(in);
   const std::string path = d + "/t.safetensors";
   int opened = 0, failed = 0;
@@ -434,13 +499,15 @@ TEST(Safetensors, TruncationNeverCrashes) {
 // Random single-byte changes in the header: each file opens (and every tensor reads in bounds) or throws.
 TEST(Safetensors, HeaderByteFlipsNeverCrash) {
   std::string d = fresh_dir("flips");
-  NamedTensors in = {{"a", pattern({5, 3}, DType::F32)}, {"b", pattern({7}, DType::BF16)},
-                           {"c", pattern({2, 2}, DType::I64)}};
+  NamedTensors in = {{"a", pattern({5, 3}, DType::F32)},
+                     {"b", pattern({7}, DType::BF16)},
+                     {"c", pattern({2, 2}, DType::I64)}};
   const std::string full = safetensors_bytes(in);
   uint64_t n;
   std::memcpy(&n, full.data(), 8);
   const std::string path = d + "/f.safetensors";
-  const char replacements[] = {'0', '9', '1', '"', '{', '}', '[', ']', ',', ':', '-', ' ', '\0', '\xff', 'e', '.'};
+  const char replacements[] = {'0', '9', '1', '"', '{',  '}',    '[', ']',
+                               ',', ':', '-', ' ', '\0', '\xff', 'e', '.'};
   std::mt19937 rng(42);
   int opened = 0;
   for (size_t pos = 0; pos < 8 + n; ++pos) {
