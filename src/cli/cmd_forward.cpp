@@ -17,7 +17,7 @@ std::vector<int32_t> ids_from_npy(const std::string& path) {
   IRIS_CHECK(t.dtype() == DType::I64 || t.dtype() == DType::I32, path, ": input ids must be int64 or int32, got ",
              dtype_name(t.dtype()));
   Tensor i64 = t.to(DType::I64);
-  std::vector<int32_t> ids(size_t(i64.numel()));
+  std::vector<int32_t> ids(static_cast<size_t>(i64.numel()));
   for (size_t i = 0; i < ids.size(); ++i) {
     int64_t v = i64.data<int64_t>()[i];
     IRIS_CHECK(v >= 0 && v <= INT32_MAX, path, ": token id ", v, " at position ", i, " is out of range");

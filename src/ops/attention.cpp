@@ -39,6 +39,7 @@ constexpr int kLaneBlock = 64;     // lanes per tiled task: 4 vectors
 constexpr int kKeyTile = 64;       // keys per tile, tiled path
 constexpr int kKeyTileRows = 256;  // keys per tile, few-rows path
 constexpr int kMinTiledLanes = 16; // fewer lanes per KV head than this: few-rows path
+constexpr int kPrefetchKeys = 12;  // few-rows path: how far ahead key rows are prefetched
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
 // Start of the running max: finite, so exp2(m_old - m_new) is exactly 0 and never NaN (-inf - -inf).
@@ -374,6 +375,13 @@ void forward_rows_range(const Problem& p, int64_t kvh, int nl, int64_t kb, int64
       const float* qx = qs + x0 * hd;
       float* sx = s + x0 * kKeyTileRows;
       for (int j = 0; j < nk; j += 2) {
+        if (x0 == 0) {
+          // Keys a few rows ahead, and this tile's value rows for the product after it (to L2).
+          for (int64_t jj = j0 + j + kPrefetchKeys; jj < std::min(j0 + j + kPrefetchKeys + 2, ke); ++jj)
+            prefetch_floats<true>(p.krow(kvh, jj), hd);
+          for (int64_t jj = j0 + j; jj < std::min<int64_t>(j0 + j + 2, j0 + nk); ++jj)
+            prefetch_floats<false>(p.vrow(kvh, jj), hd);
+        }
         const float* k0 = p.krow(kvh, j0 + j);
         // An odd last key pairs with itself; its second score lands in column nk < kKeyTileRows, unused.
         const float* k1 = j + 1 < nk ? p.krow(kvh, j0 + j + 1) : k0;

@@ -195,13 +195,15 @@ inline VecF exp2(VecF x) {
   return scale2(p, n);
 }
 
-// e^x with Cody-Waite reduction: n = round(x / ln2), r = x - n ln2 computed in two parts (ln2 = hi + lo with hi
-// exact in few bits) so r carries no rounding error from the product; then the Taylor polynomial of e^r.
-inline VecF exp(VecF x) {
-  x = min(set1(89.0f), max(set1(-104.0f), x));
-  VecF n = round_nearest(x * set1(1.44269504088896341f));
-  VecF r = fnmadd(n, set1(0.693359375f), x);       // ln2 hi (9 bits)
-  r = fnmadd(n, set1(-2.12194440e-4f), r);          // ln2 lo
+// e^(a + b) where b is small (|b| < ~4) and a is exact: the reduction a - n ln2 is done before adding b, so
+// the result is accurate relative to e^(a + b) even when a is large and a + b would round (used by erfc, whose
+// exponent -z^2 + P(t) is large). ln2 = hi + lo with hi exact in few bits, so n * hi is exact.
+inline VecF exp_sum(VecF a, VecF b) {
+  a = min(set1(89.0f), max(set1(-104.0f), a));
+  VecF n = round_nearest((a + b) * set1(1.44269504088896341f));
+  VecF r = fnmadd(n, set1(0.693359375f), a);  // ln2 hi (9 bits)
+  r = fnmadd(n, set1(-2.12194440e-4f), r);     // ln2 lo
+  r = r + b;
   VecF p = set1(1.0f / 5040.0f);
   p = fmadd(p, r, set1(1.0f / 720.0f));
   p = fmadd(p, r, set1(1.0f / 120.0f));
@@ -213,12 +215,14 @@ inline VecF exp(VecF x) {
   return scale2(p, n);
 }
 
-// erfc(z) for z >= 0, relative error ~3e-7 over the whole range (including where erfc underflows).
+// e^x (Cody-Waite reduction, degree-7 Taylor polynomial of e^r on |r| <= ln2 / 2: 3e-9 truncation).
+inline VecF exp(VecF x) { return exp_sum(x, zero()); }
+
+// erfc(z) for z >= 0 given z^2 = hi + lo exactly (so callers can form z^2 without rounding).
 // erfc(z) = t exp(-z^2 + P(t)) with t = 1/(1 + z/2): P is smooth on t in [0, 1] (the Numerical Recipes
 // "erfcc" form); its coefficients are our own Chebyshev fit (mpmath.chebyfit, 12 terms, 1.4e-8 in double).
-// z^2 is split exactly (hi + lo by FMA) so the large exponent loses no bits before the exp.
-inline VecF erfc_nonneg(VecF z) {
-  z = min(set1(11.0f), z);  // erfc(11) underflows to 0 already; keeps z*z finite (NaN passes through)
+// Relative error ~3e-7 over the whole range, including the far tail.
+inline VecF erfc_split(VecF z, VecF hi, VecF lo) {
   VecF t = set1(1.0f) / fmadd(z, set1(0.5f), set1(1.0f));
   VecF p = set1(-0.189367455655f);
   p = fmadd(p, t, set1(1.05023352231f));
@@ -232,14 +236,23 @@ inline VecF erfc_nonneg(VecF z) {
   p = fmadd(p, t, set1(0.375074484768f));
   p = fmadd(p, t, set1(0.999998553034f));
   p = fmadd(p, t, set1(-1.26551211854f));
-  VecF hi = z * z;
-  VecF lo = fmsub(z, z, hi);  // z*z - hi exactly
-  return t * exp((p - hi) - lo);
+  return t * exp_sum(-hi, p - lo);
 }
 
-// Standard normal CDF Phi(x) = 0.5 erfc(-x / sqrt 2), without cancellation on either side.
+// erfc(z), z >= 0. Beyond z = 11 erfc underflows to 0; clamping there keeps z*z finite (NaN passes through).
+inline VecF erfc_nonneg(VecF z) {
+  z = min(set1(11.0f), z);
+  VecF hi = z * z;
+  return erfc_split(z, hi, fmsub(z, z, hi));
+}
+
+// Standard normal CDF Phi(x) = 0.5 erfc(-x / sqrt 2), without cancellation on either side. The exponent
+// x^2 / 2 is formed exactly from x (an exact square split, halved), not from the rounded x / sqrt 2.
 inline VecF normal_cdf(VecF x) {
-  VecF c = set1(0.5f) * erfc_nonneg(abs(x) * set1(0.707106781186547524f));
+  VecF ax = min(set1(16.0f), abs(x));  // Phi(-16) underflows to 0
+  VecF hi = ax * ax;
+  VecF lo = fmsub(ax, ax, hi);
+  VecF c = set1(0.5f) * erfc_split(ax * set1(0.707106781186547524f), hi * set1(0.5f), lo * set1(0.5f));
   return select(cmp_lt(x, zero()), c, set1(1.0f) - c);
 }
 
@@ -252,6 +265,13 @@ inline void sigmoid_pair(VecF x, VecF& s, VecF& one_minus_s) {
   VecF e = exp(min(set1(88.0f), -x));
   s = set1(1.0f) / (set1(1.0f) + e);
   one_minus_s = e * s;
+}
+
+// Asks for the cache lines of p[0 .. n) ahead of use (rows of a KV cache are far apart in memory, which the
+// hardware prefetchers do not follow). Near: to L1; otherwise to L2.
+template <bool Near>
+inline void prefetch_floats(const float* p, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) __builtin_prefetch(p + i, 0, Near ? 3 : 2);
 }
 
 // Calls f(offset, count) over [0, n) in vector-sized chunks, the last one partial (count < kLanes).

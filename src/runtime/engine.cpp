@@ -20,18 +20,23 @@ std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions
   e->model_ = models::Vlm::load(dir, opt.load);
   const models::LlamaConfig& tc = e->model_->config().text();
   e->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min<int64_t>(tc.max_position_embeddings, 4096);
-  IRIS_CHECK(fs::exists(fs::path(dir) / "tokenizer.json"), dir, ": no tokenizer.json in the model folder");
-  e->tok_ = text::Tokenizer::from_dir(dir);
-  e->chat_template_ = e->tok_.chat_template();
+  e->dir_ = dir;
+  // A folder without a tokenizer still runs from token ids (iris forward --input-ids).
+  if (fs::exists(fs::path(dir) / "tokenizer.json")) {
+    e->tok_ = text::Tokenizer::from_dir(dir);
+    e->chat_template_ = e->tok_->chat_template();
+  }
   if (e->model_->has_vision()) {
     const models::LlavaConfig& lc = e->model_->config().llava;
     e->image_token_ = lc.image_token_index;
-    auto existing = e->tok_.token_to_id("<image>");
-    if (!existing)
-      e->tok_.add_special_token("<image>", e->image_token_);
-    else
-      IRIS_CHECK(*existing == e->image_token_, dir, ": the tokenizer's <image> is id ", *existing,
-                 " but config.json's image_token_index is ", e->image_token_);
+    if (e->tok_) {
+      auto existing = e->tok_->token_to_id("<image>");
+      if (!existing)
+        e->tok_->add_special_token("<image>", e->image_token_);
+      else
+        IRIS_CHECK(*existing == e->image_token_, dir, ": the tokenizer's <image> is id ", *existing,
+                   " but config.json's image_token_index is ", e->image_token_);
+    }
     fs::path pp = fs::path(dir) / "preprocessor_config.json";
     if (fs::exists(pp)) {
       e->pre_ = vision::PreprocessConfig::from_file(pp.string());
@@ -48,7 +53,13 @@ std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions
   return e;
 }
 
+const text::Tokenizer& Engine::tokenizer() const {
+  IRIS_CHECK(tok_.has_value(), dir_, ": no tokenizer.json in the model folder");
+  return *tok_;
+}
+
 std::string Engine::render_prompt(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+  const text::Tokenizer& tok = tokenizer();
   if (!chat_template_.empty()) {
     nlohmann::json msgs = nlohmann::json::array();
     for (const ChatMessage& m : messages) {
@@ -59,8 +70,8 @@ std::string Engine::render_prompt(const std::vector<ChatMessage>& messages, bool
     }
     nlohmann::json ctx{{"messages", msgs},
                        {"add_generation_prompt", add_generation_prompt},
-                       {"bos_token", tok_.bos_token()},
-                       {"eos_token", tok_.eos_token()}};
+                       {"bos_token", tok.bos_token()},
+                       {"eos_token", tok.eos_token()}};
     return text::ChatTemplate(chat_template_).render(ctx);
   }
   std::string out;
@@ -76,16 +87,17 @@ std::string Engine::render_prompt(const std::vector<ChatMessage>& messages, bool
     }
     out += m.role == "assistant" ? "ASSISTANT: " : "USER: ";
     for (int i = 0; i < m.n_images; ++i) out += "<image>\n";
-    out += m.text + (m.role == "assistant" ? tok_.eos_token() : " ");
+    out += m.text + (m.role == "assistant" ? tok.eos_token() : " ");
   }
   if (add_generation_prompt) out += "ASSISTANT:";
   return out;
 }
 
 std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt) const {
+  const text::Tokenizer& tok = tokenizer();
   // Add BOS unless the rendered template already starts with it (templates that write bos_token themselves).
-  bool add_special = tok_.bos_token().empty() || prompt.compare(0, tok_.bos_token().size(), tok_.bos_token()) != 0;
-  std::vector<int32_t> ids = tok_.encode(prompt, add_special);
+  bool add_special = tok.bos_token().empty() || prompt.compare(0, tok.bos_token().size(), tok.bos_token()) != 0;
+  std::vector<int32_t> ids = tok.encode(prompt, add_special);
   if (image_token_ < 0) return ids;
   std::vector<int32_t> out;
   const int64_t n = model_->image_tokens_per_image();
@@ -111,6 +123,7 @@ Tensor Engine::encode_image(const vision::Image& img) const {
 GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const std::vector<Tensor>& images,
                                 const GenerateOptions& opt,
                                 const std::function<bool(const std::string&)>& on_text) const {
+  const text::Tokenizer& tok = tokenizer();
   GenerateResult r;
   const int64_t S = int64_t(prompt.size());
   IRIS_CHECK(S > 0, "the prompt is empty");
@@ -124,11 +137,11 @@ GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const std::v
   r.timings.prefill_ms = ms_since(t0);
   r.timings.prompt_tokens = S;
 
-  std::vector<int32_t> eos = tok_.eos_ids();
+  std::vector<int32_t> eos = tok.eos_ids();
   for (int e : model_->config().text().eos_token_ids)
     if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
   text::Sampler sampler(opt.sampling);
-  text::StreamDecoder detok(tok_, /*skip_special_tokens=*/true);
+  text::StreamDecoder detok(tok, /*skip_special_tokens=*/true);
   std::vector<int32_t> history(prompt);
   std::string pending;  // text held back while it could still be the start of a stop string
   bool hit_stop_string = false;
@@ -162,18 +175,18 @@ GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const std::v
   };
   const int64_t limit = opt.max_new_tokens < 0 ? n_ctx_ - S : std::min<int64_t>(opt.max_new_tokens, n_ctx_ - S);
   for (int64_t i = 0; i < limit; ++i) {
-    int32_t tok = sampler.sample(logits.data(), int64_t(logits.size()), history);
-    if (opt.stop_at_eos && std::find(eos.begin(), eos.end(), tok) != eos.end()) {
+    int32_t id = sampler.sample(logits.data(), int64_t(logits.size()), history);
+    if (opt.stop_at_eos && std::find(eos.begin(), eos.end(), id) != eos.end()) {
       r.finish_reason = "stop";
       break;
     }
-    r.tokens.push_back(tok);
-    history.push_back(tok);
-    if (!emit(detok.push(tok))) {
+    r.tokens.push_back(id);
+    history.push_back(id);
+    if (!emit(detok.push(id))) {
       r.finish_reason = "stop";
       break;
     }
-    if (i + 1 < limit) logits = session.decode(tok);
+    if (i + 1 < limit) logits = session.decode(id);
   }
   if (!hit_stop_string) {
     std::string tail = detok.flush();

@@ -3,6 +3,7 @@
 #pragma once
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,7 +57,7 @@ class Engine {
   static std::unique_ptr<Engine> load(const std::string& dir, const EngineOptions& opt = {});
 
   const models::Vlm& model() const { return *model_; }
-  const text::Tokenizer& tokenizer() const { return tok_; }
+  const text::Tokenizer& tokenizer() const;  // throws when the folder has no tokenizer.json
   const vision::PreprocessConfig& preprocess_config() const { return pre_; }
   int64_t n_ctx() const { return n_ctx_; }
 
@@ -79,7 +80,8 @@ class Engine {
 
  private:
   std::unique_ptr<models::Vlm> model_;
-  text::Tokenizer tok_;
+  std::string dir_;
+  std::optional<text::Tokenizer> tok_;
   vision::PreprocessConfig pre_;
   std::string chat_template_;
   int64_t n_ctx_ = 0;

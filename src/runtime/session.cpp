@@ -20,7 +20,7 @@ std::vector<float> Session::prefill(const Tensor& emb, bool all_logits, const nn
 std::vector<float> Session::decode(int32_t token) {
   const int64_t D = model_.text().hidden_size(), V = model_.text().vocab_size();
   IRIS_CHECK(n_past() + 1 <= n_ctx(), "the context is full (", n_ctx(), " positions; raise it with -c / --ctx-size)");
-  std::vector<float> x(size_t(D)), logits(size_t(V));
+  std::vector<float> x(static_cast<size_t>(D)), logits(static_cast<size_t>(V));
   model_.text().embed(&token, 1, x.data());
   model_.text().forward(x.data(), 1, cache_, logits.data(), false);
   return logits;

@@ -822,6 +822,21 @@ Value f_round(const Value& in, CallArgs& raw) {
   int64_t precision = a.integer(0, 0);
   std::string method = a.string(1, "common");
   IRIS_CHECK(in.is_number(), "round: expected a number, got ", in.type_name());
+  if (method == "common" && !in.is_float()) {
+    // Python's round() of an int stays an int; negative precision rounds half to even at 10^-precision.
+    int64_t x = in.is_bool() ? int64_t(in.as_bool()) : in.as_int();
+    if (precision >= 0) return Value(x);
+    IRIS_CHECK(precision > -19, "round: precision out of range");
+    int64_t p = 1;
+    for (int64_t i = 0; i < -precision; ++i) p *= 10;
+    int64_t q = x / p, r = x % p;
+    if (r < 0) {
+      r += p;
+      --q;
+    }
+    if (2 * r > p || (2 * r == p && (q & 1))) ++q;
+    return Value(q * p);
+  }
   double v = in.to_double();
   if (method == "common") return Value(py_round(v, precision));
   double p = std::pow(10.0, double(precision));
@@ -1199,9 +1214,12 @@ const std::unordered_map<std::string, TestFn>& test_table() {
 
 // ---- arithmetic helpers ----
 
-Value int_or_error(bool overflow, int64_t v, const char* op) {
-  IRIS_CHECK(!overflow, "integer overflow in '", op, "'");
-  return Value(v);
+// Python ints are unbounded; iris's are 64-bit, so overflow is an error rather than a wrapped value.
+template <typename F>
+Value checked_int(F op_with_overflow, const char* op) {
+  int64_t r = 0;
+  IRIS_CHECK(!op_with_overflow(r), "integer overflow in '", op, "'");
+  return Value(r);
 }
 
 int64_t int_of(const Value& v) { return v.is_bool() ? int64_t(v.as_bool()) : v.as_int(); }
@@ -1375,10 +1393,10 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
       return Value(a.to_double() / b.to_double());
     }
     if (!fl) {
-      int64_t x = int_of(a), y = int_of(b), r = 0;
-      if (op == "+") return int_or_error(__builtin_add_overflow(x, y, &r), r, "+");
-      if (op == "-") return int_or_error(__builtin_sub_overflow(x, y, &r), r, "-");
-      if (op == "*") return int_or_error(__builtin_mul_overflow(x, y, &r), r, "*");
+      int64_t x = int_of(a), y = int_of(b);
+      if (op == "+") return checked_int([&](int64_t& r) { return __builtin_add_overflow(x, y, &r); }, "+");
+      if (op == "-") return checked_int([&](int64_t& r) { return __builtin_sub_overflow(x, y, &r); }, "-");
+      if (op == "*") return checked_int([&](int64_t& r) { return __builtin_mul_overflow(x, y, &r); }, "*");
       if (op == "//" || op == "%") {
         IRIS_CHECK(y != 0, "integer division or modulo by zero");
         IRIS_CHECK(!(x == INT64_MIN && y == -1), "integer overflow in '", op, "'");
@@ -1397,7 +1415,8 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
           if (e & 1) overflow |= __builtin_mul_overflow(result, base, &result);
           if (e > 1) overflow |= __builtin_mul_overflow(base, base, &base);
         }
-        return int_or_error(overflow, result, "**");
+        IRIS_CHECK(!overflow, "integer overflow in '**'");
+        return Value(result);
       }
     } else {
       double x = a.to_double(), y = b.to_double();

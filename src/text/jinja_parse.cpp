@@ -566,6 +566,7 @@ class Parser {
               }
             }
           }
+          stmt_begin_ = i_;
           advance();
           body.push_back(parse_statement(ends));
           break;
@@ -636,8 +637,8 @@ class Parser {
   }
 
   StmtPtr parse_for() {
-    const Token& open = cur();
-    auto s = make<Stmt>(open);
+    const Token& open = toks_[stmt_begin_];
+    auto s = make<Stmt>(cur());
     s->kind = StmtKind::For;
     advance();
     s->targets = parse_targets("in");
@@ -659,8 +660,8 @@ class Parser {
   }
 
   StmtPtr parse_if() {
-    const Token& open = cur();
-    auto s = make<Stmt>(open);
+    const Token& open = toks_[stmt_begin_];
+    auto s = make<Stmt>(cur());
     s->kind = StmtKind::If;
     advance();
     ExprPtr cond = parse_tuple(false, false, {});
@@ -684,8 +685,8 @@ class Parser {
   }
 
   StmtPtr parse_set() {
-    const Token& open = cur();
-    auto s = make<Stmt>(open);
+    const Token& open = toks_[stmt_begin_];
+    auto s = make<Stmt>(cur());
     advance();
     std::string first = expect_name("a variable name after 'set'");
     if (skip_op(".")) {
@@ -716,8 +717,8 @@ class Parser {
   }
 
   StmtPtr parse_macro() {
-    const Token& open = cur();
-    auto s = make<Stmt>(open);
+    const Token& open = toks_[stmt_begin_];
+    auto s = make<Stmt>(cur());
     s->kind = StmtKind::Macro;
     advance();
     s->targets.push_back(expect_name("a macro name"));
@@ -743,10 +744,10 @@ class Parser {
   }
 
   StmtPtr parse_simple_block(StmtKind kind, const char* end) {
-    const Token& open = cur();
-    auto s = make<Stmt>(open);
+    const Token& open = toks_[stmt_begin_];
+    auto s = make<Stmt>(cur());
     s->kind = kind;
-    std::string name = open.value;
+    std::string name = cur().value;
     advance();
     expect_block_end();
     std::string found;
@@ -756,8 +757,8 @@ class Parser {
   }
 
   StmtPtr parse_filter_block() {
-    const Token& open = cur();
-    auto s = make<Stmt>(open);
+    const Token& open = toks_[stmt_begin_];
+    auto s = make<Stmt>(cur());
     s->kind = StmtKind::FilterBlock;
     advance();
     s->filters.push_back(parse_filter(nullptr));
@@ -1178,6 +1179,7 @@ class Parser {
   size_t i_ = 0;
   int depth_ = 0;
   int loop_depth_ = 0;
+  size_t stmt_begin_ = 0;  // index of the '{%' token of the statement being parsed
 };
 
 }  // namespace

@@ -17,6 +17,9 @@ struct Pipeline;    // normalizer, pre-tokenizer, model, post-processor, decoder
 struct AddedVocab;  // added tokens and their matchers (copy-on-write, so add_special_token never touches copies)
 }  // namespace detail
 
+// Const methods may be called from several threads at once (encode shares a mutex-guarded pre-token cache).
+// add_special_token is the one mutator: it must not run concurrently with other calls on the same object; copies
+// are independent (copying is cheap: the vocabulary is shared, the added-token set is copy-on-write).
 class Tokenizer {
  public:
   // tokenizer_json: path to tokenizer.json; tokenizer_config: path to tokenizer_config.json or "" (optional file:

@@ -1,6 +1,7 @@
 // EXIF orientation: reading TIFF tag 0x0112 from IFD0 of an EXIF block (JPEG APP1 or PNG eXIf), and applying it
 // like PIL.ImageOps.exif_transpose, which transformers' load_image calls. Any malformed block reads as "no
 // orientation": a bad EXIF must never stop an image from loading.
+#include <cstddef>
 #include <cstring>
 
 #include "tensor/error.h"
@@ -56,21 +57,25 @@ Image apply_orientation(const Image& img, int orientation) {
   // PIL: 2 FLIP_LEFT_RIGHT, 3 ROTATE_180, 4 FLIP_TOP_BOTTOM, 5 TRANSPOSE, 6 ROTATE_270 (90 clockwise),
   // 7 TRANSVERSE, 8 ROTATE_90 (90 counter-clockwise). 5..8 swap width and height.
   const bool swap = orientation >= 5;
-  Image out(swap ? H : W, swap ? W : H, C);
+  Image out = Image::zeros(swap ? H : W, swap ? W : H, C);
+  // Output row y is a straight walk through the source: a start pixel and a byte step per output pixel.
+  const ptrdiff_t px = C, line = ptrdiff_t(img.row_bytes());
   for (int y = 0; y < out.height; ++y) {
+    const uint8_t* src = nullptr;
+    ptrdiff_t step = 0;
+    switch (orientation) {
+      case 2: src = img.row(y) + (W - 1) * px; step = -px; break;                // (W-1-x, y)
+      case 3: src = img.row(H - 1 - y) + (W - 1) * px; step = -px; break;        // (W-1-x, H-1-y)
+      case 4: src = img.row(H - 1 - y); step = px; break;                        // (x, H-1-y)
+      case 5: src = img.row(0) + y * px; step = line; break;                     // (y, x)
+      case 6: src = img.row(H - 1) + y * px; step = -line; break;                // (y, H-1-x)
+      case 7: src = img.row(H - 1) + (W - 1 - y) * px; step = -line; break;      // (W-1-y, H-1-x)
+      default: src = img.row(0) + (W - 1 - y) * px; step = line; break;          // 8: (W-1-y, x)
+    }
     uint8_t* dst = out.row(y);
     for (int x = 0; x < out.width; ++x, dst += C) {
-      int sx = x, sy = y;  // source pixel for output (x, y)
-      switch (orientation) {
-        case 2: sx = W - 1 - x; break;
-        case 3: sx = W - 1 - x; sy = H - 1 - y; break;
-        case 4: sy = H - 1 - y; break;
-        case 5: sx = y; sy = x; break;
-        case 6: sx = y; sy = H - 1 - x; break;
-        case 7: sx = W - 1 - y; sy = H - 1 - x; break;
-        case 8: sx = W - 1 - y; sy = x; break;
-      }
-      std::memcpy(dst, img.row(sy) + size_t(sx) * C, size_t(C));
+      const uint8_t* p = src + x * step;  // indexed, never stepped past either end of the buffer
+      for (int c = 0; c < C; ++c) dst[c] = p[c];
     }
   }
   return out;

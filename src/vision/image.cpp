@@ -49,13 +49,18 @@ const char* known_other_format(const uint8_t* d, size_t n) {
 }
 }  // namespace
 
-Image::Image(int w, int h, int c) : width(w), height(h), channels(c) {
+Image Image::zeros(int w, int h, int c) {
   IRIS_CHECK(w > 0 && h > 0 && w <= kMaxSide && h <= kMaxSide, "image size ", w, "x", h, " is out of range (1..",
              kMaxSide, " per side)");
   IRIS_CHECK(c == 1 || c == 3 || c == 4, "image channels ", c, ", expected 1, 3 or 4");
   const int64_t bytes = int64_t(w) * h * c;
   IRIS_CHECK(bytes <= kMaxBytes, "image ", w, "x", h, "x", c, " is too large (", bytes, " bytes)");
-  pixels.assign(size_t(bytes), 0);
+  Image img;
+  img.width = w;
+  img.height = h;
+  img.channels = c;
+  img.pixels.assign(size_t(bytes), 0);
+  return img;
 }
 
 namespace detail {
@@ -109,7 +114,7 @@ Image load_image(const std::string& path, const DecodeOptions& opt) {
 Image to_rgb(const Image& img) {
   check_image(img, "to_rgb");
   if (img.channels == 3) return img;
-  Image out(img.width, img.height, 3);
+  Image out = Image::zeros(img.width, img.height, 3);
   const size_t n = size_t(img.width) * size_t(img.height);
   const uint8_t* in = img.pixels.data();
   uint8_t* o = out.pixels.data();
@@ -132,7 +137,7 @@ Image center_crop(const Image& img, int width, int height) {
   // canvas at ceil((h-H)/2), which is the same as reading source row y + (H-h)//2 and padding outside. Likewise for
   // columns.
   const int64_t top = floor_div2(int64_t(img.height) - height), left = floor_div2(int64_t(img.width) - width);
-  Image out(width, height, img.channels);
+  Image out = Image::zeros(width, height, img.channels);
   const int C = img.channels;
   const int64_t x0 = std::max<int64_t>(0, -left), x1 = std::min<int64_t>(width, int64_t(img.width) - left);
   for (int y = 0; y < height; ++y) {
@@ -149,7 +154,7 @@ Image pad_to_square(const Image& img, std::array<uint8_t, 3> fill) {
   const int W = img.width, H = img.height, C = img.channels;
   if (W == H) return img;
   const int S = std::max(W, H);
-  Image out(S, S, C);
+  Image out = Image::zeros(S, S, C);
   for (int y = 0; y < S; ++y) {
     uint8_t* p = out.row(y);
     for (int x = 0; x < S; ++x, p += C) {

@@ -14,8 +14,7 @@ struct Image {  // 8-bit, interleaved, row-major (HWC)
   int width = 0, height = 0, channels = 3;  // 1 (gray), 3 (RGB) or 4 (RGBA)
   std::vector<uint8_t> pixels;               // height * width * channels bytes
 
-  Image() = default;
-  Image(int w, int h, int c);  // zero-filled; checks the size
+  static Image zeros(int w, int h, int c);  // zero-filled; checks the size and channel count
   size_t row_bytes() const { return size_t(width) * size_t(channels); }
   uint8_t* row(int y) { return pixels.data() + size_t(y) * row_bytes(); }
   const uint8_t* row(int y) const { return pixels.data() + size_t(y) * row_bytes(); }

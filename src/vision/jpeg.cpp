@@ -17,8 +17,8 @@ namespace iris::vision::detail {
 namespace {
 
 // A progressive file may hold any number of scans; each costs a pass over the coefficients, so a small file could
-// keep the decoder busy for minutes. libjpeg-turbo's djpeg offers the same guard (-maxscans).
-constexpr int kMaxScans = 1000;
+// keep the decoder busy for minutes. 500 is TurboJPEG's own limit (TJFLAG_LIMITSCANS); real files use about 10.
+constexpr int kMaxScans = 500;
 
 struct JpegJob {
   // libjpeg state; err.pub must stay the first member of err (libjpeg hands back a pointer to it).
@@ -154,8 +154,9 @@ bool run_jpeg(JpegJob* j) {
   j->cinfo.do_fancy_upsampling = TRUE;
 
   for (jpeg_saved_marker_ptr m = j->cinfo.marker_list; m; m = m->next) {
-    if (m->marker == JPEG_APP0 + 1 && m->data_length >= 6 && std::memcmp(m->data, "Exif\0\0", 6) == 0) {
-      j->exif.assign(m->data, m->data + m->data_length);  // PIL keeps the first Exif APP1
+    // PIL keeps the first APP1 starting "Exif\0" (5 bytes); a block that is not TIFF after it yields no orientation.
+    if (m->marker == JPEG_APP0 + 1 && m->data_length >= 5 && std::memcmp(m->data, "Exif\0", 5) == 0) {
+      j->exif.assign(m->data, m->data + m->data_length);
       break;
     }
   }
@@ -167,7 +168,7 @@ bool run_jpeg(JpegJob* j) {
     throw Error(str_cat(*j->name, ": JPEG decoder output ", j->cinfo.output_width, "x", j->cinfo.output_height, "x",
                         j->cinfo.output_components, " does not match the header"));
 
-  j->image = Image(width, height, channels);
+  j->image = Image::zeros(width, height, channels);
   if (cmyk) j->cmyk_row.resize(size_t(width) * 4);
   while (j->cinfo.output_scanline < j->cinfo.output_height) {
     const int y = int(j->cinfo.output_scanline);

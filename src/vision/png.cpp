@@ -99,7 +99,7 @@ bool run_png_read(PngReadJob* j) {
   if (png_get_rowbytes(j->png, j->info) != row_bytes)
     throw Error(str_cat(*j->name, ": PNG row size ", png_get_rowbytes(j->png, j->info), " bytes, expected ", row_bytes));
 
-  j->image = Image(int(width), int(height), channels);
+  j->image = Image::zeros(int(width), int(height), channels);
   j->rows.resize(height);
   if (gray16) {
     j->wide.resize(row_bytes * height);

@@ -143,7 +143,9 @@ PreprocessConfig PreprocessConfig::from_json(const json& j) {
   if (resample != j.end() && !resample->is_null()) {
     IRIS_CHECK(resample->is_number_integer(), "preprocessor config: resample is ", resample->dump(),
                ", expected a PIL filter id 0..5");
-    c.resample = resample_from_pil(resample->get<int>());
+    const int64_t id = resample->get<int64_t>();
+    IRIS_CHECK(id >= 0 && id <= 5, "preprocessor config: resample is ", resample->dump(), ", expected a PIL filter id 0..5");
+    c.resample = resample_from_pil(int(id));
   }
 
   auto rescale = j.find("rescale_factor");

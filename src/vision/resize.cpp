@@ -58,18 +58,34 @@ double bilinear_filter(double x) {
   x = std::fabs(x);
   return x < 1.0 ? 1.0 - x : 0.0;
 }
+// The polynomial filters are written one operation per statement: a fused multiply-add would round differently
+// from Pillow's separate multiply and add (built without FMA) and could move a coefficient by one fixed-point unit.
+// Clang contracts only within an expression and GCC in ISO mode not at all, so separate statements keep them apart.
 double hamming_filter(double x) {
   x = std::fabs(x);
   if (x == 0.0) return 1.0;
   if (x >= 1.0) return 0.0;
   x *= M_PI;
-  return std::sin(x) / x * (0.54f + 0.46f * std::cos(x));  // float constants, as Pillow writes them
+  const double lobe = 0.46f * std::cos(x);  // float constants, as Pillow writes them
+  const double window = 0.54f + lobe;
+  return std::sin(x) / x * window;
 }
 double bicubic_filter(double x) {  // Keys cubic, a = -0.5
   constexpr double a = -0.5;
   x = std::fabs(x);
-  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  if (x < 1.0) {
+    const double p = (a + 2.0) * x;
+    const double q = p - (a + 3.0);
+    const double r = q * x * x;
+    return r + 1;
+  }
+  if (x < 2.0) {
+    const double p = (x - 5) * x;
+    const double q = p + 8;
+    const double r = q * x;
+    const double s = r - 4;
+    return s * a;
+  }
   return 0.0;
 }
 double sinc_filter(double x) {
@@ -241,15 +257,15 @@ Image resample_convolution(const Image& img, int width, int height, const Filter
 
   if (need_h) {
     const Kernel kh = make_kernel(img.width, width, f);
-    Image tmp(width, ybox_last - ybox_first, img.channels);
+    Image tmp = Image::zeros(width, ybox_last - ybox_first, img.channels);
     run_horizontal(img, ybox_first, ybox_last - ybox_first, tmp, kh);
     if (!need_v) return tmp;  // then the rows are all of them: ybox covers the whole height
-    Image out(width, height, img.channels);
+    Image out = Image::zeros(width, height, img.channels);
     vertical_pass(tmp.pixels.data(), tmp.row_bytes(), out.pixels.data(), height, out.row_bytes(), kv, ybox_first);
     return out;
   }
   if (need_v) {
-    Image out(img.width, height, img.channels);
+    Image out = Image::zeros(img.width, height, img.channels);
     vertical_pass(img.pixels.data(), img.row_bytes(), out.pixels.data(), height, out.row_bytes(), kv, 0);
     return out;
   }
@@ -269,7 +285,7 @@ Image resample_nearest(const Image& img, int width, int height) {
     if (xi >= 0 && xi < img.width) xin[size_t(x)] = xi;
     xo += a0;
   }
-  Image out(width, height, img.channels);  // zero-filled: Pillow's fill=1
+  Image out = Image::zeros(width, height, img.channels);  // zero-filled: Pillow's fill=1
   const int C = img.channels;
   double yo = 0.0 + a4 * 0.5;
   for (int y = 0; y < height; ++y) {

@@ -100,7 +100,9 @@ void check_case(const Case& c) {
   EXPECT_LT(strided_err(outf, out, c.Tq, d.ldo, c.n_head * c.hd), 1e-5);
   EXPECT_LT(test::scaled_err(lsef, lse), 1e-5);
   // Padding between rows is left alone.
-  if (c.pad > 0) EXPECT_TRUE(std::isnan(outf[test::sz(c.n_head * c.hd)]));
+  if (c.pad > 0) {
+    EXPECT_TRUE(std::isnan(outf[test::sz(c.n_head * c.hd)]));
+  }
 
   VecFl dqf(dq.size(), nan), dkf = test::to_f(d.dk0), dvf = test::to_f(d.dv0);
   attention_backward(qf.data(), d.ldq, kf.data(), d.ldk, vf.data(), d.ldv, outf.data(), d.ldo, lsef.data(),

@@ -70,8 +70,8 @@ TEST(OpsNorm, LayernormForwardBackwardMatchReference) {
 
     // No bias; no mean/rstd outputs; dx aliasing dy with frozen weights.
     VecD yb(n);
-    ref::layernorm_forward(x.data(), w.data(), static_cast<const double*>(nullptr), yb.data(), nullptr, nullptr, rows,
-                           dim, 1e-5);
+    ref::layernorm_forward(x.data(), w.data(), static_cast<const double*>(nullptr), yb.data(), static_cast<double*>(nullptr),
+                           static_cast<double*>(nullptr), rows, dim, 1e-5);
     VecFl ybf(n);
     layernorm_forward(xf.data(), wf.data(), nullptr, ybf.data(), nullptr, nullptr, rows, dim, 1e-5f);
     EXPECT_LT(test::scaled_err(ybf, yb), 5e-6) << rows << "x" << dim;

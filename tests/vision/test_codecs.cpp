@@ -31,6 +31,7 @@ struct JpegOpts {
   bool progressive = false;
   bool ycck = false;  // for 4-channel input: store as YCCK instead of plain CMYK
   bool subsample_420 = false;
+  const std::vector<jpeg_scan_info>* script = nullptr;  // custom progressive scan script
 };
 
 Bytes encode_jpeg(const Image& img, const JpegOpts& o = {}) {
@@ -51,6 +52,10 @@ Bytes encode_jpeg(const Image& img, const JpegOpts& o = {}) {
   if (img.channels == 3 && !o.subsample_420)
     for (int i = 0; i < 3; ++i) c.comp_info[i].h_samp_factor = c.comp_info[i].v_samp_factor = 1;
   if (o.progressive) jpeg_simple_progression(&c);
+  if (o.script) {
+    c.scan_info = o.script->data();
+    c.num_scans = int(o.script->size());
+  }
   jpeg_start_compress(&c, TRUE);
   while (c.next_scanline < c.image_height) {
     JSAMPROW row = const_cast<uint8_t*>(img.row(int(c.next_scanline)));
@@ -101,7 +106,7 @@ Bytes tiff_block(bool little, uint32_t value, uint16_t type = 3, uint32_t count 
 
 // Random-ish photo-like content: smooth gradients plus noise, so JPEG keeps it recognisable.
 Image test_picture(int w, int h, int c, uint32_t seed) {
-  Image img(w, h, c);
+  Image img = Image::zeros(w, h, c);
   std::mt19937 rng(seed);
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x)
@@ -250,7 +255,7 @@ TEST(VisionJpeg, ProgressiveEqualsBaseline) {
 
 // CMYK and YCCK: PIL reads Adobe (inverted) CMYK and converts with R = K*C/255 in raw values (MULDIV255).
 TEST(VisionJpeg, CmykAndYcckConvertedAsPil) {
-  Image cmyk(16, 16, 4);
+  Image cmyk = Image::zeros(16, 16, 4);
   for (size_t i = 0; i < cmyk.pixels.size(); i += 4) {
     cmyk.pixels[i] = 200;
     cmyk.pixels[i + 1] = 100;
@@ -291,6 +296,34 @@ TEST(VisionJpeg, TruncatedIsAnError) {
   const Bytes prog = encode_jpeg(test_picture(48, 40, 3, 12), {.progressive = true});
   for (size_t cut = 0; cut + 2 < prog.size(); cut += 7) EXPECT_FALSE(decodes(Bytes(prog.begin(), prog.begin() + long(cut))));
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+}
+
+// A valid progressive file with hundreds of scans (one AC coefficient per band, many refinement passes) is refused
+// above 500 scans: each scan is a pass over all coefficients, the classic slow-decode attack.
+TEST(VisionJpeg, TooManyScansRefused) {
+  auto script = [](int refinements) {
+    std::vector<jpeg_scan_info> s;
+    jpeg_scan_info dc{};
+    dc.comps_in_scan = 1;
+    s.push_back(dc);  // DC, full precision
+    for (int k = 1; k < 64; ++k)
+      for (int al = refinements; al >= 0; --al) {
+        jpeg_scan_info ac{};
+        ac.comps_in_scan = 1;
+        ac.Ss = k;
+        ac.Se = k;
+        ac.Ah = al == refinements ? 0 : al + 1;
+        ac.Al = al;
+        s.push_back(ac);
+      }
+    return s;
+  };
+  const Image pic = test_picture(32, 24, 1, 14);
+  const std::vector<jpeg_scan_info> few = script(5), many = script(9);  // 379 and 631 scans
+  const Image ok = decode(encode_jpeg(pic, {.quality = 90, .script = &few}));
+  EXPECT_EQ(ok.width, 32);
+  const std::string msg = error_of(encode_jpeg(pic, {.quality = 90, .script = &many}));
+  EXPECT_NE(msg.find("scans"), std::string::npos) << msg;
 }
 
 TEST(VisionJpeg, HeaderSizesCheckedBeforeDecoding) {
@@ -555,8 +588,8 @@ TEST(VisionDecode, BadInputIsAnError) {
   std::memcpy(fake_png.data(), "\x89PNG\r\n\x1a\n", 8);
   EXPECT_FALSE(decodes(fake_png));
   EXPECT_THROW(load_image(test::temp_dir() + "/does_not_exist.jpg"), Error);
-  EXPECT_THROW(Image(0, 5, 3), Error);
-  EXPECT_THROW(Image(5, 5, 2), Error);
+  EXPECT_THROW(Image::zeros(0, 5, 3), Error);
+  EXPECT_THROW(Image::zeros(5, 5, 2), Error);
 }
 
 // Random byte corruption: every variant either decodes or throws iris::Error; nothing reaches stderr.

@@ -75,6 +75,7 @@ TEST(VisionConfig, BadValuesThrow) {
       R"({"image_processor_type": "Qwen2VLImageProcessor"})",
       R"({"resample": 7})",
       R"({"resample": "bicubic"})",
+      R"({"resample": 4294967299})",
       R"({"size": {"longest_edge": 5}})",
       R"({"size": {"shortest_edge": 0}})",
       R"({"size": -3})",
@@ -133,7 +134,7 @@ TEST(VisionPreprocess, ChannelsAndFloatOptions) {
   PreprocessConfig c;
   c.shortest_edge = 8;
   c.crop_height = c.crop_width = 8;
-  Image rgba(12, 10, 4);
+  Image rgba = Image::zeros(12, 10, 4);
   for (size_t i = 0; i < rgba.pixels.size(); ++i) rgba.pixels[i] = uint8_t(i * 37 % 251);
   // RGBA: alpha dropped before anything else, whatever do_convert_rgb says.
   const std::vector<float> a = preprocess(rgba, c);
@@ -143,7 +144,7 @@ TEST(VisionPreprocess, ChannelsAndFloatOptions) {
   ASSERT_EQ(a.size(), size_t(3 * 8 * 8));
 
   // Gray: all three planes equal.
-  Image g(9, 9, 1);
+  Image g = Image::zeros(9, 9, 1);
   for (size_t i = 0; i < g.pixels.size(); ++i) g.pixels[i] = uint8_t(i * 29);
   c.image_mean = {0.5f, 0.5f, 0.5f};
   c.image_std = {0.5f, 0.5f, 0.5f};
@@ -156,7 +157,7 @@ TEST(VisionPreprocess, ChannelsAndFloatOptions) {
   }
 
   // Neither rescale nor normalise: the raw uint8 values as floats, CHW.
-  Image px(2, 1, 3);
+  Image px = Image::zeros(2, 1, 3);
   px.pixels = {0, 1, 2, 253, 254, 255};
   PreprocessConfig raw;
   raw.do_rescale = raw.do_normalize = false;

@@ -15,7 +15,7 @@ using namespace iris::vision;
 namespace {
 
 Image random_image(int w, int h, int c, uint32_t seed, int alpha_min = 0) {
-  Image img(w, h, c);
+  Image img = Image::zeros(w, h, c);
   std::mt19937 rng(seed);
   for (size_t i = 0; i < img.pixels.size(); ++i) {
     const bool alpha = c == 4 && i % 4 == 3;
@@ -85,7 +85,7 @@ Image naive_resize(const Image& img, int W, int H, Resample r) {
   if (W == img.width && H == img.height) return img;
   const int C = img.channels;
   if (r == Resample::Nearest) {
-    Image out(W, H, C);
+    Image out = Image::zeros(W, H, C);
     for (int y = 0; y < H; ++y)
       for (int x = 0; x < W; ++x) {
         const int sx = int((x + 0.5) * img.width / W), sy = int((y + 0.5) * img.height / H);
@@ -102,7 +102,7 @@ Image naive_resize(const Image& img, int W, int H, Resample r) {
       }
   Image tmp = src;
   if (W != img.width) {
-    tmp = Image(W, img.height, C);
+    tmp = Image::zeros(W, img.height, C);
     const RefWeights rw = ref_weights(img.width, W, r);
     for (int y = 0; y < img.height; ++y)
       for (int x = 0; x < W; ++x)
@@ -115,7 +115,7 @@ Image naive_resize(const Image& img, int W, int H, Resample r) {
   }
   Image out = tmp;
   if (H != img.height) {
-    out = Image(W, H, C);
+    out = Image::zeros(W, H, C);
     const RefWeights rw = ref_weights(img.height, H, r);
     for (int y = 0; y < H; ++y)
       for (int x = 0; x < W * C; ++x) {
@@ -184,7 +184,7 @@ TEST(VisionResize, MatchesNaiveDoubleReference) {
 
 // A constant image stays constant under every filter (normalised weights, exact rounding).
 TEST(VisionResize, ConstantImageStaysConstant) {
-  Image in(23, 17, 3);
+  Image in = Image::zeros(23, 17, 3);
   for (size_t i = 0; i < in.pixels.size(); ++i) in.pixels[i] = uint8_t(i % 3 == 0 ? 200 : i % 3 == 1 ? 3 : 128);
   for (Resample r : kAll)
     for (auto [W, H] : {std::pair{5, 4}, std::pair{50, 41}, std::pair{23, 3}}) {
@@ -196,7 +196,7 @@ TEST(VisionResize, ConstantImageStaysConstant) {
 
 // Downscaling must antialias: a 1-pixel checkerboard averages to grey instead of aliasing to black or white.
 TEST(VisionResize, DownscaleAntialiases) {
-  Image in(64, 64, 1);
+  Image in = Image::zeros(64, 64, 1);
   for (int y = 0; y < 64; ++y)
     for (int x = 0; x < 64; ++x) in.row(y)[x] = uint8_t((x + y) % 2 ? 255 : 0);
   for (Resample r : {Resample::Bilinear, Resample::Bicubic, Resample::Lanczos, Resample::Box, Resample::Hamming}) {
@@ -232,7 +232,7 @@ TEST(VisionResize, PilFilterIds) {
 namespace {
 // Image whose pixel (x, y) holds (x, y, 7) so offsets can be read back.
 Image coords(int w, int h) {
-  Image img(w, h, 3);
+  Image img = Image::zeros(w, h, 3);
   for (int y = 0; y < h; ++y)
     for (int x = 0; x < w; ++x) {
       img.row(y)[3 * x] = uint8_t(x);
@@ -301,13 +301,13 @@ TEST(VisionPad, ExpandToSquareOffsets) {
   EXPECT_EQ(c.row(3)[2], 104);
   // Square input is unchanged; gray becomes RGB; RGBA gets an opaque fill.
   EXPECT_EQ(pad_to_square(coords(3, 3), fill).pixels, coords(3, 3).pixels);
-  Image g(1, 3, 1);
+  Image g = Image::zeros(1, 3, 1);
   g.pixels = {10, 20, 30};
   const Image gp = pad_to_square(g, fill);
   EXPECT_EQ(gp.channels, 3);
   EXPECT_EQ(gp.row(1)[3 * 1 + 0], 20);
   EXPECT_EQ(gp.row(1)[0], 122);
-  Image rgba(2, 1, 4);
+  Image rgba = Image::zeros(2, 1, 4);
   rgba.pixels = {1, 2, 3, 4, 5, 6, 7, 8};
   const Image rp = pad_to_square(rgba, fill);
   EXPECT_EQ(rp.channels, 4);
@@ -316,12 +316,12 @@ TEST(VisionPad, ExpandToSquareOffsets) {
 }
 
 TEST(VisionConvert, ToRgbDropsAlphaAndReplicatesGray) {
-  Image rgba(2, 1, 4);
+  Image rgba = Image::zeros(2, 1, 4);
   rgba.pixels = {10, 20, 30, 0, 40, 50, 60, 128};
   const Image a = to_rgb(rgba);
   EXPECT_EQ(a.channels, 3);
   EXPECT_EQ(a.pixels, (std::vector<uint8_t>{10, 20, 30, 40, 50, 60}));
-  Image g(3, 1, 1);
+  Image g = Image::zeros(3, 1, 1);
   g.pixels = {0, 77, 255};
   EXPECT_EQ(to_rgb(g).pixels, (std::vector<uint8_t>{0, 0, 0, 77, 77, 77, 255, 255, 255}));
   const Image rgb = coords(3, 2);
@@ -332,7 +332,7 @@ TEST(VisionConvert, ToRgbDropsAlphaAndReplicatesGray) {
 TEST(VisionOrientation, AllEightValuesLikePil) {
   // a b c
   // d e f   as gray values 1..6
-  Image img(3, 2, 1);
+  Image img = Image::zeros(3, 2, 1);
   img.pixels = {1, 2, 3, 4, 5, 6};
   const std::vector<std::vector<uint8_t>> want = {
       {},                  // 0 (unused)
