@@ -50,7 +50,11 @@ CASES = [
         text=dict(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                   max_position_embeddings=256, rope_theta=10000.0, tie_word_embeddings=False),
         llava=dict(vision_feature_layer=1, vision_feature_select_strategy="default", projector_hidden_act="gelu"),
-        text_before=5, text_after=7,
+        text_before=5, text_after=7, text_embed_std=0.02,
+        sensitivity=[("rms_norm_eps read as 1e-5", "text", "rms_norm_eps", 1e-5),
+                     ("vision_feature_layer 1 read as -1", "llava", "vision_feature_layer", -1),
+                     ("vision_feature_layer 1 read as 0", "llava", "vision_feature_layer", 0),
+                     ("projector gelu as quick_gelu", "llava", "projector_hidden_act", "quick_gelu")],
     ),
     dict(
         name="llava_gqa4_full_last",
@@ -67,6 +71,10 @@ CASES = [
                   tie_word_embeddings=False),
         llava=dict(vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="silu"),
         text_before=4, text_after=6,
+        sensitivity=[("kv heads interleaved (h % n_kv) instead of repeat_kv (h // group)", "gqa_interleaved"),
+                     ("CLIP gelu as quick_gelu", "vision", "hidden_act", "quick_gelu"),
+                     ("projector silu as gelu", "llava", "projector_hidden_act", "gelu"),
+                     ("vision_feature_layer -1 read as -2", "llava", "vision_feature_layer", -2)],
     ),
     dict(
         name="llava_headdim16_llama3rope_attnbias",
@@ -86,6 +94,18 @@ CASES = [
                   attention_bias=True, tie_word_embeddings=False),
         llava=dict(vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="relu"),
         text_before=5, text_after=8,
+        sensitivity=[("llama3 rope_scaling ignored", "text", "rope_scaling", None),
+                     ("llama3 treated as linear (factor 8)", "text", "rope_scaling",
+                      dict(rope_type="linear", factor=8.0)),
+                     ("llama3 original_max_position_embeddings not read (8192)", "text", "rope_scaling",
+                      dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                           original_max_position_embeddings=8192)),
+                     ("llama3 high_freq_factor read as 2 (moves the medium band)", "text", "rope_scaling",
+                      dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=2.0,
+                           original_max_position_embeddings=64)),
+                     ("attention_bias ignored", "text", "attention_bias", False),
+                     ("kv heads interleaved (h % n_kv) instead of repeat_kv (h // group)", "gqa_interleaved"),
+                     ("projector relu as gelu", "llava", "projector_hidden_act", "gelu")],
     ),
     dict(
         name="llava_linrope_mlpbias_tied",
@@ -102,6 +122,8 @@ CASES = [
                   rope_scaling=dict(rope_type="linear", factor=2.0), mlp_bias=True, tie_word_embeddings=True),
         llava=dict(vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu"),
         text_before=5, text_after=7,
+        sensitivity=[("linear rope_scaling ignored", "text", "rope_scaling", None),
+                     ("mlp_bias ignored", "text", "mlp_bias", False)],
     ),
     dict(
         name="llava_bf16_mqa_noprojbias",
@@ -118,7 +140,9 @@ CASES = [
                   tie_word_embeddings=False),
         llava=dict(vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
                    multimodal_projector_bias=False),
-        text_before=4, text_after=7,
+        text_before=4, text_after=7, text_embed_std=0.02, vision_embed_std=0.005,
+        sensitivity=[("rms_norm_eps 1e-6 read as 1e-5", "text", "rms_norm_eps", 1e-5),
+                     ("CLIP layer_norm_eps 1e-6 read as 1e-5", "vision", "layer_norm_eps", 1e-5)],
     ),
     dict(
         name="llava_headdim8_full_pos2_wide_vision",
@@ -133,7 +157,10 @@ CASES = [
                   num_key_value_heads=4, head_dim=8, max_position_embeddings=256, rms_norm_eps=1e-5,
                   rope_theta=1000.0, tie_word_embeddings=False),
         llava=dict(vision_feature_layer=2, vision_feature_select_strategy="full", projector_hidden_act="gelu"),
-        text_before=6, text_after=6,
+        text_before=6, text_after=6, vision_embed_std=0.005,
+        sensitivity=[("vision_feature_layer 2 read as -2", "llava", "vision_feature_layer", -2),
+                     ("rope_theta read as 10000", "text", "rope_theta", 10000.0),
+                     ("CLIP layer_norm_eps absent read as 1e-6", "vision", "layer_norm_eps", 1e-6)],
     ),
     dict(
         name="llama_gqa3",
@@ -144,7 +171,10 @@ CASES = [
                 "rms_norm_eps and tie_word_embeddings absent (HF defaults 1e-6, false)"],
         text=dict(vocab_size=352, hidden_size=48, intermediate_size=48, num_hidden_layers=3, num_attention_heads=6,
                   num_key_value_heads=2, max_position_embeddings=512, rope_theta=500000.0),
-        prompt_len=22,
+        prompt_len=22, text_embed_std=0.02,
+        sensitivity=[("rms_norm_eps absent read as 1e-5", "text", "rms_norm_eps", 1e-5),
+                     ("rope_theta read as 10000", "text", "rope_theta", 10000.0),
+                     ("kv heads interleaved (h % n_kv) instead of repeat_kv (h // group)", "gqa_interleaved")],
     ),
     dict(
         name="llama_tied_llama3_bias",
@@ -162,6 +192,12 @@ CASES = [
                                     original_max_position_embeddings=48),
                   attention_bias=True, mlp_bias=True, tie_word_embeddings=True),
         prompt_len=20,
+        sensitivity=[("llama3 rope_scaling ignored (legacy 'type' key not read)", "text", "rope_scaling", None),
+                     ("llama3 treated as linear (factor 32)", "text", "rope_scaling",
+                      dict(type="linear", factor=32.0)),
+                     ("attention_bias ignored", "text", "attention_bias", False),
+                     ("mlp_bias ignored", "text", "mlp_bias", False),
+                     ("kv heads interleaved (h % n_kv) instead of repeat_kv (h // group)", "gqa_interleaved")],
     ),
 ]
 
@@ -192,9 +228,11 @@ def make_config(case):
     return cfg
 
 
-def make_weights(arch, cfg, rng):
+def make_weights(arch, cfg, rng, text_embed_std=1.0, vision_embed_std=1.0):
     """Seeded random weights by Hugging Face name. Linear weights ~ N(0, 1/fan_in), biases ~ N(0, 0.05^2), norm
-    weights ~ 1 + N(0, 0.1^2), embeddings ~ N(0, 1), LM head ~ N(0, (3/sqrt(D))^2): logits with a std of about 3."""
+    weights ~ 1 + N(0, 0.1^2), embeddings ~ N(0, 1), LM head ~ N(0, (3/sqrt(D))^2): logits with a std of about 3.
+    text_embed_std / vision_embed_std < 1 shrink the token embeddings / the CLIP embeddings (class, patch, position)
+    so that the first RMSNorm / pre_layrnorm depends on its eps (a default eps read wrongly then shows)."""
     W = {}
 
     def normal(name, shape, std, mean=0.0):
@@ -211,7 +249,7 @@ def make_weights(arch, cfg, rng):
 
     def llama(t, body, head):
         D = t.hidden_size
-        normal(body + "embed_tokens.weight", (t.vocab_size, D), 1.0)
+        normal(body + "embed_tokens.weight", (t.vocab_size, D), text_embed_std)
         for il in range(t.num_hidden_layers):
             p = f"{body}layers.{il}."
             normal(p + "input_layernorm.weight", (D,), 0.1, 1.0)
@@ -237,10 +275,10 @@ def make_weights(arch, cfg, rng):
         return W
     v, t = cfg.vision, cfg.text
     p = "vision_tower.vision_model."
-    normal(p + "embeddings.class_embedding", (v.hidden_size,), 1.0)
+    normal(p + "embeddings.class_embedding", (v.hidden_size,), vision_embed_std)
     normal(p + "embeddings.patch_embedding.weight", (v.hidden_size, v.num_channels, v.patch_size, v.patch_size),
-           (v.num_channels * v.patch_size ** 2) ** -0.5)
-    normal(p + "embeddings.position_embedding.weight", (v.num_positions, v.hidden_size), 1.0)
+           vision_embed_std * (v.num_channels * v.patch_size ** 2) ** -0.5)
+    normal(p + "embeddings.position_embedding.weight", (v.num_positions, v.hidden_size), vision_embed_std)
     ln(p + "pre_layrnorm", v.hidden_size)
     for il in range(v.num_hidden_layers):
         q = f"{p}encoder.layers.{il}."
@@ -274,6 +312,51 @@ def draw_inputs(case, arch, cfg, rng):
     return ids, px
 
 
+def gqa_interleave(W, cfg, arch):
+    """Weights under which the correct model computes what a model with the wrong kv-head mapping (query head h
+    reads kv head h % n_kv instead of h // (H / n_kv)) computes: query heads and o_proj columns permuted."""
+    t = cfg.text if arch == "llava" else cfg
+    body = "language_model.model." if arch == "llava" else "model."
+    H, n_kv, hd = t.num_attention_heads, t.num_key_value_heads, t.head_dim
+    g = H // n_kv
+    perm = torch.tensor([(s % g) * n_kv + s // g for s in range(H)])
+    W = dict(W)
+    for il in range(t.num_hidden_layers):
+        p = f"{body}layers.{il}.self_attn."
+        W[p + "q_proj.weight"] = W[p + "q_proj.weight"].view(H, hd, -1)[perm].reshape(H * hd, -1)
+        if t.attention_bias:
+            W[p + "q_proj.bias"] = W[p + "q_proj.bias"].view(H, hd)[perm].reshape(-1)
+        o = W[p + "o_proj.weight"]
+        W[p + "o_proj.weight"] = o.view(o.shape[0], H, hd)[:, perm].reshape(o.shape[0], H * hd)
+    return W
+
+
+def sensitivity(case, d, config, ids, px, golden):
+    """How far the logits move when one thing the case varies is computed wrongly: evidence that the case detects
+    that mistake (it should be far above the 3e-4 tolerance)."""
+    import tempfile
+    arch, cfg = ref.load_config(d)
+    W, _ = ref.read_safetensors(os.path.join(d, "model.safetensors"))
+    result = {}
+    for spec in case.get("sensitivity", []):
+        label, kind = spec[0], spec[1]
+        c, w = copy.deepcopy(config), W
+        if kind == "gqa_interleaved":
+            w = gqa_interleave(W, cfg, arch)
+        else:
+            where = {"text": c.get("text_config", c), "vision": c.get("vision_config"), "llava": c}[kind]
+            where[spec[2]] = spec[3]
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "config.json"), "w") as f:
+                json.dump(c, f)
+            ref.write_safetensors(os.path.join(tmp, "model.safetensors"), w)
+            _, out = ref.run_folder(tmp, NEW_TOKENS, ids=np.array(ids), px=px, check_recompute=False)
+        diff = float(np.abs(out["logits"].astype(np.float64) - golden["logits"]).max())
+        result[label] = {"logits_max_abs_diff": round(diff, 6),
+                         "greedy_changed": bool((out["generated_ids"] != golden["generated_ids"]).any())}
+    return result
+
+
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -298,7 +381,7 @@ def generate(case, out_root):
         # The logits at position 0 see only BOS: when their margin is too small no input can fix it, so the
         # weights are re-drawn.
         rng = np.random.default_rng([case["seed"], weight_variant])
-        W = make_weights(arch, cfg, rng)
+        W = make_weights(arch, cfg, rng, case.get("text_embed_std", 1.0), case.get("vision_embed_std", 1.0))
         tensors = {k: torch.from_numpy(v) for k, v in W.items()}
         if case.get("dtype") == "BF16":
             tensors = {k: v.to(torch.bfloat16) for k, v in tensors.items()}
@@ -331,7 +414,10 @@ def generate(case, out_root):
     # Self-check: the written folder reproduces itself through the reference's own reader.
     assert ref.check_folder(d), f"{case['name']}: written files do not reproduce"
 
-    _, stored = ref.read_safetensors(os.path.join(d, "model.safetensors"))
+    sens = sensitivity(case, d, config, ids, px, out)
+    for label, r in sens.items():
+        print(f"    sensitivity: {label}: logits max|diff| {r['logits_max_abs_diff']:.4g}"
+              f"{', greedy changes' if r['greedy_changed'] else ''}")
     meta = {
         "case": case["name"],
         "architecture": config["architectures"][0],
@@ -356,6 +442,8 @@ def generate(case, out_root):
         "logits_std": float(out["logits"].std()),
         "files": {n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in files.items()},
         "tolerances": {"logits": 3e-4, "projector_output": 1e-4, "generated_ids": "exact"},
+        "sensitivity": {"what": "max |logits - logits.npy| when the reference computes one varied feature wrongly "
+                                "(same weights and inputs)", "results": sens},
     }
     meta["sha256"] = {n: sha256(os.path.join(d, n)) for n in sorted(os.listdir(d))}
     with open(os.path.join(d, "meta.json"), "w") as f:

@@ -39,7 +39,7 @@ constexpr int kLaneBlock = 64;     // lanes per tiled task: 4 vectors
 constexpr int kKeyTile = 64;       // keys per tile, tiled path
 constexpr int kKeyTileRows = 256;  // keys per tile, few-rows path
 constexpr int kMinTiledLanes = 16; // fewer lanes per KV head than this: few-rows path
-constexpr int kPrefetchKeys = 12;  // few-rows path: how far ahead key rows are prefetched
+constexpr int kPrefetchKeys = 16;  // few-rows path: how far ahead key rows are prefetched
 constexpr float kLog2e = 1.44269504088896341f;
 constexpr float kLn2 = 0.693147180559945309f;
 // Start of the running max: finite, so exp2(m_old - m_new) is exactly 0 and never NaN (-inf - -inf).

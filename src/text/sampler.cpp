@@ -1,10 +1,11 @@
-// Token sampler (see sampler.h). Cost per call is O(n_vocab) for the copy and scans, plus an nth_element for
-// top-k and a partial sort that grows only as far as the top-p nucleus needs, so a 128k vocabulary is never fully
-// sorted in the usual cases.
+// Token sampler (see sampler.h). Cost per call is O(n_vocab) for the copy and a few scans; top-k finds its
+// threshold with a k-element heap, and top-p selects (nth_element) a prefix that grows only as far as the nucleus
+// needs and sorts just that prefix, so a 128k vocabulary is never fully sorted unless the nucleus is the whole of it.
 #include "text/sampler.h"
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "tensor/error.h"
@@ -65,15 +66,20 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, std::span<const in
   IRIS_CHECK(n_vocab > 0 && n_vocab <= int64_t(std::numeric_limits<int32_t>::max()),
              "sampling: n_vocab must be in [1, 2^31), got ", n_vocab);
   const size_t n = size_t(n_vocab);
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
   // Copy and validate. -inf is a banned token; NaN and +inf mean the model (or a caller) produced garbage.
   work_.assign(logits, logits + n);
-  bool any_finite = false;
+  bool bad = false, any_finite = false;
   for (size_t i = 0; i < n; ++i) {
     float v = work_[i];
-    if (std::isnan(v) || v == std::numeric_limits<float>::infinity())
-      throw Error(str_cat("sampling: logit of token ", i, " is ", v, " (NaN or +inf): the model output is invalid"));
-    any_finite |= v != -std::numeric_limits<float>::infinity();
+    bad |= !(v < std::numeric_limits<float>::infinity());  // NaN or +inf (branch-free so the loop vectorises)
+    any_finite |= v != kNegInf;
+  }
+  if (bad) {
+    for (size_t i = 0; i < n; ++i)
+      if (!(work_[i] < std::numeric_limits<float>::infinity()))
+        throw Error(str_cat("sampling: logit of token ", i, " is ", work_[i], " (NaN or +inf): the model output is invalid"));
   }
   IRIS_CHECK(any_finite, "sampling: every logit is -inf, no token can be chosen");
 
@@ -81,10 +87,10 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, std::span<const in
   if (p_.repetition_penalty != 1.0f && p_.repeat_last_n != 0 && !history.empty()) {
     size_t window = p_.repeat_last_n < 0 ? history.size() : std::min(history.size(), size_t(p_.repeat_last_n));
     auto recent = history.subspan(history.size() - window);
-    seen_.resize(n, 0);
     for (int32_t id : recent)
-      IRIS_CHECK(id >= 0 && int64_t(id) < n_vocab, "sampling: history token id ", id, " is outside the vocabulary [0, ",
-                 n_vocab, ")");
+      IRIS_CHECK(id >= 0 && int64_t(id) < n_vocab, "sampling: history token id ", id,
+                 " is outside the vocabulary [0, ", n_vocab, ")");
+    seen_.resize(n, 0);
     const float pen = p_.repetition_penalty;
     for (int32_t id : recent) {
       if (seen_[size_t(id)]) continue;
@@ -102,73 +108,91 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, std::span<const in
     return int32_t(best);
   }
 
-  // Temperature, then the surviving candidates.
-  const float temp = p_.temperature;
-  if (temp != 1.0f)
-    for (float& v : work_) v /= temp;
-  cands_.clear();
-  for (size_t i = 0; i < n; ++i)
-    if (work_[i] != -std::numeric_limits<float>::infinity()) cands_.push_back({work_[i], int32_t(i)});
-  // A total order (logit descending, then id) makes every step independent of the standard library's algorithms.
-  auto before = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
-  bool sorted = false;
-
-  // Top-k: HF keeps every token whose logit is >= the k-th largest, so ties at the boundary all survive.
-  if (p_.top_k > 0 && size_t(p_.top_k) < cands_.size()) {
-    const size_t k = size_t(p_.top_k);
-    std::nth_element(cands_.begin(), cands_.begin() + long(k - 1), cands_.end(), before);
-    const float threshold = cands_[k - 1].logit;
-    auto tail = std::partition(cands_.begin() + long(k), cands_.end(), [threshold](const Cand& c) { return c.logit >= threshold; });
-    cands_.erase(tail, cands_.end());
-    std::sort(cands_.begin(), cands_.end(), before);
-    sorted = true;
+  if (p_.temperature != 1.0f) {
+    const float temp = p_.temperature;
+    for (float& v : work_) v /= temp;  // divide like HF (not multiply by 1/T) so the rounding matches
   }
 
-  float max_logit = -std::numeric_limits<float>::infinity();
-  for (const Cand& c : cands_) max_logit = std::max(max_logit, c.logit);
-
-  // Top-p: keep a token while the probability mass ranked strictly above it is < top_p (HF's cumsum rule). The
-  // kept set is a prefix of the descending order, so sort only a growing prefix until the mass reaches top_p.
-  if (p_.top_p < 1.0f && cands_.size() > 1) {
-    double z = 0.0;
-    for (const Cand& c : cands_) z += std::exp(double(c.logit - max_logit));
-    const double top_p = double(p_.top_p);
-    size_t prefix = sorted ? cands_.size() : std::min<size_t>(cands_.size(), 256);
-    while (true) {
-      if (!sorted) {
-        std::partial_sort(cands_.begin(), cands_.begin() + long(prefix), cands_.end(), before);
-        if (prefix == cands_.size()) sorted = true;
+  // Top-k: HF keeps every token whose logit is >= the k-th largest, so ties at the boundary all survive. Find that
+  // threshold with a small min-heap (one comparison per token for small k) or nth_element for large k.
+  float threshold = kNegInf;
+  if (p_.top_k > 0 && size_t(p_.top_k) < n) {
+    const size_t k = size_t(p_.top_k);
+    if (k <= 1024) {
+      heap_.clear();
+      for (float v : work_) {
+        if (v == kNegInf) continue;
+        if (heap_.size() < k) {
+          heap_.push_back(v);
+          std::push_heap(heap_.begin(), heap_.end(), std::greater<float>());
+        } else if (v > heap_.front()) {
+          std::pop_heap(heap_.begin(), heap_.end(), std::greater<float>());
+          heap_.back() = v;
+          std::push_heap(heap_.begin(), heap_.end(), std::greater<float>());
+        }
       }
-      double above = 0.0;
-      size_t keep = 0;
-      while (keep < prefix && (keep == 0 || above < top_p)) {
-        above += std::exp(double(cands_[keep].logit - max_logit)) / z;
-        ++keep;
+      if (heap_.size() == k) threshold = heap_.front();
+    } else {
+      heap_.clear();
+      for (float v : work_)
+        if (v != kNegInf) heap_.push_back(v);
+      if (heap_.size() > k) {
+        std::nth_element(heap_.begin(), heap_.begin() + long(k - 1), heap_.end(), std::greater<float>());
+        threshold = heap_[k - 1];
       }
-      if (keep < prefix || above >= top_p || prefix == cands_.size()) {
-        cands_.resize(keep);
-        sorted = true;
-        break;
-      }
-      prefix = std::min(cands_.size(), prefix * 4);
     }
   }
 
-  // Min-p: p >= min_p * p_max, i.e. exp(logit - max) >= min_p.
-  if (p_.min_p > 0.0f) {
-    const double min_p = double(p_.min_p);
-    auto end = std::remove_if(cands_.begin(), cands_.end(),
-                              [&](const Cand& c) { return std::exp(double(c.logit - max_logit)) < min_p; });
-    cands_.erase(end, cands_.end());  // the top token (ratio 1) always stays
+  // Survivors in id order (the canonical order the draw walks in unless top-p sorts them).
+  cands_.clear();
+  float max_logit = kNegInf;
+  for (size_t i = 0; i < n; ++i) {
+    float v = work_[i];
+    if (v == kNegInf || v < threshold) continue;
+    cands_.push_back({v, int32_t(i), 0.0});
+    max_logit = std::max(max_logit, v);
+  }
+  for (Cand& c : cands_) c.w = std::exp(double(c.logit - max_logit));  // unnormalised probability
+
+  // Top-p: keep a token while the probability mass ranked strictly above it is < top_p (HF's cumsum rule). The
+  // kept set is a prefix of the descending order: grow a selected (unsorted) prefix with nth_element until its
+  // mass reaches top_p, then sort only that prefix. A total order (logit descending, then id) keeps every step
+  // independent of the standard library's algorithms.
+  auto before = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
+  if (p_.top_p < 1.0f && cands_.size() > 1) {
+    double z = 0.0;
+    for (const Cand& c : cands_) z += c.w;
+    const double target = double(p_.top_p) * z;
+    size_t lo = 0, m = std::min<size_t>(cands_.size(), 256);
+    double mass = 0.0;
+    while (true) {
+      if (m < cands_.size()) std::nth_element(cands_.begin() + long(lo), cands_.begin() + long(m), cands_.end(), before);
+      for (size_t i = lo; i < m; ++i) mass += cands_[i].w;
+      if (mass >= target || m == cands_.size()) break;
+      lo = m;
+      m = std::min(cands_.size(), m * 4);
+    }
+    std::sort(cands_.begin(), cands_.begin() + long(m), before);
+    double above = 0.0;
+    size_t keep = 0;
+    while (keep < m && (keep == 0 || above < target)) above += cands_[keep++].w;
+    cands_.resize(keep);
   }
 
-  // Draw from the renormalised distribution over the survivors, walking them in a fixed order.
+  // Min-p: p >= min_p * p_max, i.e. exp(logit - max) >= min_p; the top token (ratio 1) always stays.
+  if (p_.min_p > 0.0f) {
+    const double min_p = double(p_.min_p);
+    cands_.erase(std::remove_if(cands_.begin(), cands_.end(), [min_p](const Cand& c) { return c.w < min_p; }),
+                 cands_.end());
+  }
+
+  // Draw from the renormalised distribution over the survivors.
   double z = 0.0;
-  for (const Cand& c : cands_) z += std::exp(double(c.logit - max_logit));
+  for (const Cand& c : cands_) z += c.w;
   const double r = uniform() * z;
   double acc = 0.0;
   for (const Cand& c : cands_) {
-    acc += std::exp(double(c.logit - max_logit));
+    acc += c.w;
     if (r < acc) return c.id;
   }
   return cands_.back().id;  // rounding left r at the very top

@@ -38,6 +38,7 @@ class Sampler {
   struct Cand {
     float logit;
     int32_t id;
+    double w;  // exp(logit - max logit)
   };
   double uniform();  // [0, 1) with 53 random bits
 
@@ -46,6 +47,7 @@ class Sampler {
   std::vector<float> work_;       // (n_vocab) penalised, temperature-scaled logits
   std::vector<uint8_t> seen_;     // (n_vocab) marks for the penalty, cleared after use
   std::vector<Cand> cands_;       // surviving tokens
+  std::vector<float> heap_;       // top-k selection scratch
 };
 
 }  // namespace iris::text

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
-#include <limits>
 
 #include "tensor/error.h"
 #include "vision/codec.h"
@@ -66,11 +65,12 @@ Image Image::zeros(int w, int h, int c) {
 namespace detail {
 void check_header_size(int64_t width, int64_t height, int64_t max_pixels, const std::string& name, const char* format) {
   IRIS_CHECK(width > 0 && height > 0, name, ": ", format, " header gives an empty image (", width, "x", height, ")");
+  // Sides first: they bound the product below, which could otherwise overflow for 32-bit PNG sizes.
+  IRIS_CHECK(width <= kMaxSide && height <= kMaxSide, name, ": ", format, " image is ", width, "x", height,
+             ", above the limit of ", kMaxSide, " pixels per side");
   const int64_t pixels = width * height;
   IRIS_CHECK(pixels <= max_pixels, name, ": ", format, " image is ", width, "x", height, " (", pixels,
              " pixels), above the limit of ", max_pixels, " pixels (DecodeOptions::max_pixels)");
-  IRIS_CHECK(width <= kMaxSide && height <= kMaxSide, name, ": ", format, " image is ", width, "x", height,
-             ", above the limit of ", kMaxSide, " pixels per side");
 }
 }  // namespace detail
 

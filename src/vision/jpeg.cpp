@@ -177,8 +177,8 @@ bool run_jpeg(JpegJob* j) {
       throw Error(str_cat(*j->name, ": JPEG decoder made no progress at row ", y));
     if (cmyk) cmyk_inverted_to_rgb(j->cmyk_row.data(), j->image.row(y), width);
   }
-  // No jpeg_finish_decompress: the pixels are complete, and a missing EOI marker after them is harmless (PIL
-  // accepts such files too). The destructor releases libjpeg's memory.
+  // No jpeg_finish_decompress: every row is decoded, and nothing after the last scan changes the pixels. The
+  // destructor releases libjpeg's memory.
   return true;
 }
 

@@ -151,7 +151,7 @@ TEST(Sampler, GoldenSequenceForSeed) {
   Sampler s(p);
   std::vector<int32_t> got;
   for (int i = 0; i < 12; ++i) got.push_back(s.sample(kSmall.data(), int64_t(kSmall.size()), {}));
-  EXPECT_EQ(got, (std::vector<int32_t>{0}));
+  EXPECT_EQ(got, (std::vector<int32_t>{0, 0, 2, 4, 5, 2, 2, 3, 2, 1, 2, 0}));
 }
 
 TEST(Sampler, TemperatureFrequencies) {
@@ -180,7 +180,12 @@ TEST(Sampler, TopKKeepsTiesLikeHF) {
   std::vector<float> l = {1.0f, 1.0f, 1.0f, 0.0f};
   auto c = counts(s, l, 20000);
   EXPECT_EQ(c[3], 0);
-  expect_matches(c, {1 / 3.0, 1 / 3.0, 1 / 3.0, 0.0}, 20000);
+  // Built element by element: GCC 12.2 with -march=native (AVX-512) miscompiles the constant {a, a, a, 0.0}
+  // into {a, a, a, a} (see the report on IRIS_NATIVE).
+  std::vector<double> expect;
+  for (int i = 0; i < 3; ++i) expect.push_back(1 / 3.0);
+  expect.push_back(0.0);
+  expect_matches(c, expect, 20000);
 }
 
 TEST(Sampler, TopPFrequencies) {
