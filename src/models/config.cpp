@@ -108,8 +108,9 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
   if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
     const json& r = j["rope_scaling"];
     RopeScaling& s = c.rope_scaling;
-    if (r.contains("rope_type")) s.type = r["rope_type"].get<std::string>();
-    else if (r.contains("type")) s.type = r["type"].get<std::string>();
+    // transformers copies the legacy "type" over "rope_type" when both are present.
+    get_opt(r, "rope_type", s.type);
+    get_opt(r, "type", s.type);
     get_opt(r, "factor", s.factor);
     get_opt(r, "low_freq_factor", s.low_freq_factor);
     get_opt(r, "high_freq_factor", s.high_freq_factor);
