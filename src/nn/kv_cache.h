@@ -1,9 +1,7 @@
 // Key/value cache of a decoder: per layer, keys and values of every past position, (max_tokens, n_kv_head*head_dim)
-// row-major f32, so attention reads keys 0..pos directly.
+// row-major f32, so attention reads keys 0..pos directly. 64-byte aligned: rows then start on cache lines.
 #pragma once
-#include <vector>
-
-#include "tensor/error.h"
+#include "tensor/tensor.h"
 
 namespace iris::nn {
 
@@ -12,7 +10,7 @@ class KVCache {
   KVCache() = default;
   KVCache(int n_layer, int64_t max_tokens, int64_t kv_dim)
       : n_layer_(n_layer), max_tokens_(max_tokens), kv_dim_(kv_dim),
-        k_(size_t(n_layer) * size_t(max_tokens) * size_t(kv_dim)), v_(k_.size()) {}
+        k_(Tensor::empty({n_layer, max_tokens, kv_dim})), v_(Tensor::empty({n_layer, max_tokens, kv_dim})) {}
 
   int n_layer() const { return n_layer_; }
   int64_t max_tokens() const { return max_tokens_; }
@@ -24,14 +22,14 @@ class KVCache {
     size_ = n;
   }
   void clear() { size_ = 0; }
-  float* k(int il) { return k_.data() + size_t(il) * size_t(max_tokens_) * size_t(kv_dim_); }
-  float* v(int il) { return v_.data() + size_t(il) * size_t(max_tokens_) * size_t(kv_dim_); }
-  size_t bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
+  float* k(int il) { return k_.data<float>() + int64_t(il) * max_tokens_ * kv_dim_; }
+  float* v(int il) { return v_.data<float>() + int64_t(il) * max_tokens_ * kv_dim_; }
+  size_t bytes() const { return k_.nbytes() + v_.nbytes(); }
 
  private:
   int n_layer_ = 0;
   int64_t max_tokens_ = 0, kv_dim_ = 0, size_ = 0;
-  std::vector<float> k_, v_;
+  Tensor k_, v_;  // (n_layer, max_tokens, kv_dim), 64-byte aligned
 };
 
 }  // namespace iris::nn

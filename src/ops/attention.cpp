@@ -434,7 +434,10 @@ void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk,
     cpu::parallel_for(n_kv_head * blocks, 1, [&](int64_t t0, int64_t t1) {
       std::vector<float> scratch(tiled_forward_scratch(hd));
       for (int64_t t = t0; t < t1; ++t) {
-        const int64_t kvh = t / blocks, b = t % blocks;
+        // Within a head, blocks run in the order 0, last, 1, last-1, ...: with a causal mask later blocks see
+        // more keys, and this pairing gives each thread's contiguous range of tasks a similar amount of work.
+        const int64_t kvh = t / blocks, r = t % blocks;
+        const int64_t b = r % 2 == 0 ? r / 2 : blocks - 1 - r / 2;
         const int nl = int(std::min<int64_t>(kLaneBlock, lanes - b * kLaneBlock));
         forward_tiled_block(p, kvh, b * kLaneBlock, nl, out, ldo, lse, scratch.data());
       }

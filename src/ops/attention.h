@@ -6,6 +6,8 @@
 // h / (n_head / n_kv_head). Causal: query i sits at absolute position q_offset + i and sees keys
 // 0..q_offset + i (keys are at positions 0..Tk-1), as in decoding with a KV cache; non-causal: all keys.
 // lse (optional, (n_head, Tq)): the per-row log-sum-exp of the scaled scores, kept for the backward.
+// Tk >= 1 and q_offset >= 0 (so every query sees key 0); bad shapes and strides throw iris::Error. Outputs
+// must not overlap the inputs. The result does not depend on the thread count except through float rounding.
 #pragma once
 #include <algorithm>
 #include <cmath>

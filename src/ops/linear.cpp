@@ -1,4 +1,4 @@
-// Linear layer: three gemm calls (forward, input gradient, weight gradient) and a column sum for the bias.
+// Linear layer: three gemm calls (forward, input gradient, weight gradient), a bias add and a column sum.
 #include "ops/linear.h"
 
 #include "cpu/gemm.h"
@@ -10,12 +10,8 @@ namespace iris::ops {
 void linear_forward(const float* x, const float* W, const float* b, float* y, int64_t M, int64_t K, int64_t N) {
   IRIS_CHECK(M >= 0 && K > 0 && N > 0, "linear: bad shape M=", M, " K=", K, " N=", N);
   if (M == 0) return;
-  if (b) {
-    // Seed y with the bias rows and let the product accumulate onto them (beta = 1).
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n) y[m * N + n] = b[n];
-  }
-  cpu::gemm_f32(false, true, M, N, K, 1.0f, x, K, W, K, b ? 1.0f : 0.0f, y, N);
+  cpu::gemm_f32(false, true, M, N, K, 1.0f, x, K, W, K, 0.0f, y, N);
+  if (b) add_bias_rows(y, b, M, N);  // after the product: beta = 0 lets gemm skip reading y
 }
 
 void linear_backward(const float* x, const float* W, const float* dy, float* dx, float* dW, float* db, int64_t M,

@@ -1,5 +1,5 @@
-// Cross-entropy kernel: rows in parallel; per row a max pass, an exp-sum pass, and (for the gradient) a pass
-// writing scale * exp(x - lse). Per-row losses are summed in row order afterwards, so the total does not
+// Cross-entropy kernel: rows in parallel; per row a max pass, an exp-sum pass (storing the exponentials in
+// the gradient when one is wanted), and a pass scaling them to scale * softmax. Per-row losses are summed in row order afterwards, so the total does not
 // depend on the thread count.
 #include "ops/loss.h"
 
@@ -41,22 +41,31 @@ double cross_entropy_forward_backward(const float* logits, const int32_t* target
         vm = max(vm, c == kLanes ? load(x + i) : select(tail_mask(c), load_n(x + i, c), ninf));
       });
       const float m = reduce_max(vm);
-      VecF vmax = set1(m), s0 = zero(), s1 = zero();
+      // exp(x - max) summed; with a gradient wanted the exponentials are kept in dx (x is not read again, so
+      // dx may alias it) and scaled by scale / sum afterwards: one exp per logit.
+      const VecF vmax = set1(m);
+      VecF s0 = zero(), s1 = zero();
       int64_t i = 0;
       for (; i + 2 * kLanes <= vocab; i += 2 * kLanes) {
-        s0 = s0 + exp(load(x + i) - vmax);
-        s1 = s1 + exp(load(x + i + kLanes) - vmax);
+        const VecF e0 = exp(load(x + i) - vmax), e1 = exp(load(x + i + kLanes) - vmax);
+        if (dx) {
+          store(dx + i, e0);
+          store(dx + i + kLanes, e1);
+        }
+        s0 = s0 + e0;
+        s1 = s1 + e1;
       }
       for (; i < vocab; i += kLanes) {
         const int c = int(std::min<int64_t>(kLanes, vocab - i));
-        s0 = s0 + select(tail_mask(c), exp(load_n(x + i, c) - vmax), zero());
+        const VecF e = select(tail_mask(c), exp(load_n(x + i, c) - vmax), zero());
+        if (dx) store_n(dx + i, e, c);
+        s0 = s0 + e;
       }
       const float sum = reduce_add(s0 + s1);
       row_loss[size_t(r)] = double(m) + std::log(double(sum)) - double(xt);
       if (dx) {
-        // softmax = exp(x - max) / sum: exact arguments, unlike exp(x - lse) with lse rounded to float.
         const VecF vk = set1(scale / sum);
-        for_chunks(vocab, [&](int64_t j, int c) { store_n(dx + j, vk * exp(load_n(x + j, c) - vmax), c); });
+        for_chunks(vocab, [&](int64_t j, int c) { store_n(dx + j, load_n(dx + j, c) * vk, c); });
         dx[t] -= scale;
       }
     }

@@ -114,18 +114,14 @@ std::vector<std::string> py_split(const std::string& s, const Value* sep, int64_
       for (auto& w : words) out.push_back(piece(w.first, w.second));
       return out;
     }
+    // Once maxsplit is reached the remainder is kept as it is, outer whitespace on its far side included
+    // ('  a  b  '.split(None, 1) == ['a', 'b  ']).
     if (!from_right) {
       for (size_t k = 0; k < size_t(maxsplit); ++k) out.push_back(piece(words[k].first, words[k].second));
-      // The rest keeps its inner whitespace but not the leading run; Python strips trailing whitespace only when
-      // the split count is not exhausted, so the remainder is taken up to its last non-space.
-      size_t b = words[size_t(maxsplit)].first, e = cps.size();
-      while (e > b && py_isspace(cps[e - 1])) --e;
-      out.push_back(piece(b, e));
+      out.push_back(piece(words[size_t(maxsplit)].first, cps.size()));
     } else {
       size_t first = words.size() - size_t(maxsplit);
-      size_t b = 0, e = words[first - 1].second;
-      while (b < e && py_isspace(cps[b])) ++b;
-      out.push_back(piece(b, e));
+      out.push_back(piece(0, words[first - 1].second));
       for (size_t k = first; k < words.size(); ++k) out.push_back(piece(words[k].first, words[k].second));
     }
     return out;

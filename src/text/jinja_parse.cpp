@@ -337,6 +337,8 @@ class Lexer {
     std::string text;
     for (size_t i = pos; i < e; ++i)
       if (src_[i] != '_') text.push_back(src_[i]);
+    if (!is_float && text.size() > 1 && text[0] == '0' && text.find_first_not_of('0') != std::string::npos)
+      syntax_error(*map_, pos, "leading zeros in decimal integer literals are not permitted");
     Token t{is_float ? Tok::Float : Tok::Int, pos, src_.substr(pos, e - pos)};
     if (is_float) {
       t.fval = std::strtod(text.c_str(), nullptr);
@@ -422,7 +424,12 @@ class Lexer {
     }
     char c = src_[pos];
     if (!std::strchr("+-/*%~[](){}<>=.:|,;", c) || c == '\0') {
-      std::string shown = (static_cast<unsigned char>(c) < 0x20) ? str_cat("\\x", int(c)) : std::string(1, c);
+      // Show the whole (possibly multi-byte) character, or its code for control bytes.
+      auto cps = utf8_decode(std::string_view(src_).substr(pos, 4));
+      char32_t cp = cps.empty() ? char32_t(static_cast<unsigned char>(c)) : cps[0];
+      std::string shown;
+      if (cp < 0x20 || (cp >= 0xDC80 && cp <= 0xDCFF)) shown = str_cat("U+", std::hex, uint32_t(cp));
+      else utf8_append(shown, cp);
       syntax_error(*map_, pos, str_cat("unexpected character '", shown, "' in tag"));
     }
     if (c == '(' || c == '[' || c == '{') {
@@ -1085,7 +1092,13 @@ class Parser {
       if (is_op("]")) break;
       if (parts[part]) fail_expected("']'");
       parts[part] = parse_expression(true);
-      if (!is_slice && is_op(",")) fail(cur(), "tuple indices are not supported");
+      if (!is_slice && part == 0 && is_op(",")) {  // x[a, b] indexes with a tuple (never found: undefined)
+        auto tuple = make_expr(ExprKind::Tuple, cur());
+        tuple->items.push_back(std::move(parts[0]));
+        while (skip_op(",") && !is_op("]")) tuple->items.push_back(parse_expression(true));
+        parts[0] = std::move(tuple);
+        break;
+      }
     }
     expect_op("]");
     if (!is_slice) {

@@ -325,6 +325,7 @@ std::string string_repr(const std::string& s) {
 
 std::string repr(const Value& v) {
   switch (v.kind()) {
+    case Value::Kind::Undefined: return "Undefined";  // Jinja's Undefined.__repr__ (str() of it is "")
     case Value::Kind::String: return string_repr(v.str());
     case Value::Kind::List: {
       const List& l = v.list_ref();

@@ -195,6 +195,7 @@ TEST(JinjaExpr, AttributeSubscriptAndUndefined) {
               ctx),
             "False True True False");
   EXPECT_EQ(R("{% if nothing %}t{% else %}f{% endif %}{% if nothing.attr %}t{% else %}f{% endif %}", ctx), "ff");
+  EXPECT_EQ(R("{{ [none, nothing] }}[{{ ms[0, 1] }}]", ctx), "[None, Undefined][]");  // repr vs str of undefined
 }
 
 TEST(JinjaExpr, SlicesAndUtf8) {
@@ -312,6 +313,9 @@ TEST(JinjaMethods, StringMethods) {
               "{{ '{} and {name}'.format(1, name='x') }}|{{ 'a b  c'.split(' ') }}"),
             "x|a|x|x|x|['a', 'b', 'c']|['a', 'b', '', 'c']|['a', 'b,c']|['a,b', 'c']|True|True|HIhi|They'Re Bill|"
             "Hello|a+b-c|2|a, b|1 and x|['a', 'b', '', 'c']");
+  // With a split limit the remainder keeps its whitespace on the far side, as in Python.
+  EXPECT_EQ(R("{{ '  a  b  '.split(none, 1) }}|{{ '  a  b  c '.rsplit(none, 1) }}|{{ 'a\nb\r\nc'.splitlines() }}"),
+            "['a', 'b  ']|['  a  b', 'c']|['a', 'b', 'c']");
 }
 
 TEST(JinjaMethods, DictAndListMethods) {
@@ -357,6 +361,8 @@ TEST(JinjaErrors, SyntaxErrorsNameLineAndColumn) {
   EXPECT_HAS(error_of("{{ x "), "'{{' is not closed");
   EXPECT_HAS(error_of("{% if x %}a{% else %}b{% else %}c{% endif %}"), "unexpected 'else'");
   EXPECT_HAS(error_of("{{ '\\x4' }}"), "truncated");
+  EXPECT_HAS(error_of("{{ 007 }}"), "leading zeros");
+  EXPECT_HAS(error_of("{{ x | é }}"), "unexpected character 'é'");
   EXPECT_HAS(error_of("{{ " + std::string(500, '(') + "1" + std::string(500, ')') + " }}"), "nested too deeply");
 }
 

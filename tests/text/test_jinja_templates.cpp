@@ -79,6 +79,49 @@ const char* kPhi3 =
     "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\\n' + message['content'] + '<|end|>\\n'}}{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% else %}{{ eos_token }}{% endif %}";
 
+// google/gemma-3-4b-it, tokenizer_config.json / chat_template.json: indented, every tag with `-` whitespace control.
+const char* kGemma3 = R"JINJA({{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+)JINJA";
+
 std::string render(const char* tmpl, const char* messages_json, bool add_generation_prompt,
                    const std::string& bos = "", const std::string& eos = "", const char* extra_json = nullptr) {
   ChatTemplate t(tmpl);
@@ -271,6 +314,35 @@ TEST(JinjaTemplates, Phi3Mini) {
       "<|user|>\nWhat is 2+2?<|end|>\n";
   EXPECT_EQ(render(kPhi3, msgs, true, "<s>", "<|endoftext|>"), body + "<|assistant|>\n");
   EXPECT_EQ(render(kPhi3, msgs, false, "<s>", "<|endoftext|>"), body + "<|endoftext|>");
+}
+
+// ---- Gemma 3 ----
+
+TEST(JinjaTemplates, Gemma3SystemFoldedIntoFirstUserTurnWithImage) {
+  const char* msgs = R"([
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " Describe. "}]},
+    {"role": "assistant", "content": "A cat.\n"},
+    {"role": "user", "content": "Color?"}
+  ])";
+  EXPECT_EQ(render(kGemma3, msgs, true, "<bos>"),
+            "<bos><start_of_turn>user\nYou are terse.\n\n<start_of_image>Describe.<end_of_turn>\n"
+            "<start_of_turn>model\nA cat.<end_of_turn>\n<start_of_turn>user\nColor?<end_of_turn>\n"
+            "<start_of_turn>model\n");
+  const char* list_system = R"([
+    {"role": "system", "content": [{"type": "text", "text": "Sys."}]},
+    {"role": "user", "content": "Hi"}
+  ])";
+  EXPECT_EQ(render(kGemma3, list_system, false, "<bos>"), "<bos><start_of_turn>user\nSys.\n\nHi<end_of_turn>\n");
+}
+
+TEST(JinjaTemplates, Gemma3RejectsBadContent) {
+  try {
+    render(kGemma3, R"([{"role": "user", "content": 42}])", true, "<bos>");
+    FAIL() << "expected TemplateRaised";
+  } catch (const TemplateRaised& e) {
+    EXPECT_STREQ(e.what(), "Invalid content type");
+  }
 }
 
 // ---- Qwen3 (the shared tokenizer's template: whitespace control, namespace, reversed loop, tools, tojson) ----
