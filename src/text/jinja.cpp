@@ -1,7 +1,7 @@
-// Chat-template interpreter: walks the tree from jinja_parse.cpp with Jinja's scoping rules (a for-loop iteration,
-// macro call, {% set %} block or {% generation %} body gets its own scope; `if` does not), Python's value semantics
-// from jinja_value.cpp and the builtins of jinja_builtins.cpp. Also the public ChatTemplate class and the helpers
-// that find a model's template.
+// Chat-template interpreter: walks the tree from jinja_parse.cpp with Jinja's scoping rules (a for-loop
+// iteration, macro call, {% set %} block or {% generation %} body gets its own scope; `if` does not),
+// Python's value semantics from jinja_value.cpp and the builtins of jinja_builtins.cpp. Also the public
+// ChatTemplate class and the helpers that find a model's template.
 #include "text/jinja.h"
 
 #include <filesystem>
@@ -15,9 +15,9 @@ namespace iris::text {
 namespace jinja {
 namespace {
 
-constexpr int kMaxCallDepth = 200;               // macro recursion
-constexpr int64_t kMaxIterations = 20'000'000;   // total loop iterations per render
-constexpr size_t kMaxOutput = size_t(1) << 28;   // 256 MiB of rendered text
+constexpr int kMaxCallDepth = 200;              // macro recursion
+constexpr int64_t kMaxIterations = 20'000'000;  // total loop iterations per render
+constexpr size_t kMaxOutput = size_t(1) << 28;  // 256 MiB of rendered text
 
 struct Scope {
   std::shared_ptr<Scope> parent;
@@ -41,7 +41,9 @@ struct Scope {
 };
 using ScopePtr = std::shared_ptr<Scope>;
 
-ScopePtr child_of(const ScopePtr& parent) { return std::make_shared<Scope>(parent); }
+ScopePtr child_of(const ScopePtr& parent) {
+  return std::make_shared<Scope>(parent);
+}
 
 class Interpreter {
  public:
@@ -51,7 +53,8 @@ class Interpreter {
     auto globals = std::make_shared<Scope>(nullptr);
     for (auto& kv : make_globals()) globals->set(kv.first, std::move(kv.second));
     if (context.is_plain_dict())
-      for (const auto& kv : context.dict_ref().items) globals->set(kv.first, kv.second);  // context shadows globals
+      for (const auto& kv : context.dict_ref().items)
+        globals->set(kv.first, kv.second);  // context shadows globals
     ScopePtr top = child_of(globals);
     std::string out;
     root_out_ = &out;
@@ -110,14 +113,21 @@ class Interpreter {
   Flow exec(const Stmt& s, const ScopePtr& scope, std::string& out) {
     at(s.line, s.col);
     switch (s.kind) {
-      case StmtKind::Text: append(out, s.text); return Flow::Normal;
-      case StmtKind::Output: append(out, to_str(eval(*s.expr, scope))); return Flow::Normal;
+      case StmtKind::Text:
+        append(out, s.text);
+        return Flow::Normal;
+      case StmtKind::Output:
+        append(out, to_str(eval(*s.expr, scope)));
+        return Flow::Normal;
       case StmtKind::If:
         for (const auto& br : s.branches)
           if (!br.first || eval(*br.first, scope).truthy()) return exec_body(br.second, scope, out);
         return Flow::Normal;
-      case StmtKind::For: return exec_for(s, scope, out);
-      case StmtKind::Set: assign(s.targets, eval(*s.expr, scope), *scope); return Flow::Normal;
+      case StmtKind::For:
+        return exec_for(s, scope, out);
+      case StmtKind::Set:
+        assign(s.targets, eval(*s.expr, scope), *scope);
+        return Flow::Normal;
       case StmtKind::SetAttr: {
         Value v = eval(*s.expr, scope);
         const Value* target = scope->find(s.targets[0]);
@@ -140,16 +150,22 @@ class Interpreter {
         append(out, to_str(apply_filters(s.filters, Value(std::move(buf)), scope)));
         return Flow::Normal;
       }
-      case StmtKind::Macro: define_macro(s, scope); return Flow::Normal;
+      case StmtKind::Macro:
+        define_macro(s, scope);
+        return Flow::Normal;
       case StmtKind::Generation: {
         size_t begin = out.size();
         exec_body(s.body, child_of(scope), out);
         if (spans_ && &out == root_out_ && out.size() > begin) spans_->emplace_back(begin, out.size());
         return Flow::Normal;
       }
-      case StmtKind::Do: eval(*s.expr, scope); return Flow::Normal;
-      case StmtKind::Break: return Flow::Break;
-      case StmtKind::Continue: return Flow::Continue;
+      case StmtKind::Do:
+        eval(*s.expr, scope);
+        return Flow::Normal;
+      case StmtKind::Break:
+        return Flow::Break;
+      case StmtKind::Continue:
+        return Flow::Continue;
     }
     return Flow::Normal;
   }
@@ -211,10 +227,11 @@ class Interpreter {
     std::weak_ptr<Scope> def_scope = scope;
     const Stmt* macro = &s;
     scope->set(s.targets[0], Value::function(s.targets[0], [this, macro, def_scope](CallArgs& args) {
-      ScopePtr parent = def_scope.lock();
-      IRIS_CHECK(parent, "macro '", macro->targets[0], "' called after the scope that defined it ended");
-      return call_macro(*macro, parent, args);
-    }));
+                 ScopePtr parent = def_scope.lock();
+                 IRIS_CHECK(parent, "macro '", macro->targets[0],
+                            "' called after the scope that defined it ended");
+                 return call_macro(*macro, parent, args);
+               }));
   }
 
   Value call_macro(const Stmt& m, const ScopePtr& def_scope, CallArgs& args) {
@@ -250,9 +267,10 @@ class Interpreter {
     }
     for (size_t k = 0; k < m.params.size(); ++k) {
       if (bound[k]) continue;
-      scope->set(m.params[k].first, m.params[k].second ? eval(*m.params[k].second, scope)
-                                                       : Value::undefined("macro parameter '" + m.params[k].first +
-                                                                          "' was not given"));
+      scope->set(m.params[k].first,
+                 m.params[k].second
+                     ? eval(*m.params[k].second, scope)
+                     : Value::undefined("macro parameter '" + m.params[k].first + "' was not given"));
     }
     scope->set("varargs", Value::list(std::move(varargs)));
     scope->set("kwargs", kwargs);
@@ -284,7 +302,8 @@ class Interpreter {
 
   Value eval(const Expr& e, const ScopePtr& scope) {
     switch (e.kind) {
-      case ExprKind::Literal: return e.literal;
+      case ExprKind::Literal:
+        return e.literal;
       case ExprKind::Name: {
         if (const Value* v = scope->find(e.name)) return *v;
         return Value::undefined("'" + e.name + "' is undefined");
@@ -351,7 +370,8 @@ class Interpreter {
         at(e.line, e.col);
         return Value(apply_test(e.name, v, args) != e.negated);
       }
-      case ExprKind::Not: return Value(!eval(*e.a, scope).truthy());
+      case ExprKind::Not:
+        return Value(!eval(*e.a, scope).truthy());
       case ExprKind::Neg:
       case ExprKind::Pos: {
         Value v = eval(*e.a, scope);
@@ -397,7 +417,8 @@ class Interpreter {
       }
       case ExprKind::CondExpr:
         if (eval(*e.b, scope).truthy()) return eval(*e.a, scope);
-        return e.c ? eval(*e.c, scope) : Value::undefined("the condition of an inline if without else was false");
+        return e.c ? eval(*e.c, scope)
+                   : Value::undefined("the condition of an inline if without else was false");
     }
     return Value();
   }
@@ -414,7 +435,8 @@ class Interpreter {
 
 // ---- ChatTemplate ----
 
-ChatTemplate::ChatTemplate(const std::string& source) : source_(source), tmpl_(jinja::parse_template(source)) {}
+ChatTemplate::ChatTemplate(const std::string& source)
+    : source_(source), tmpl_(jinja::parse_template(source)) {}
 ChatTemplate::~ChatTemplate() = default;
 ChatTemplate::ChatTemplate(ChatTemplate&&) noexcept = default;
 ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
@@ -422,22 +444,27 @@ ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) noexcept = default;
 namespace {
 
 jinja::Value context_value(jinja::Value v) {
-  IRIS_CHECK(v.is_plain_dict(), "chat template: the render context must be a JSON object, got ", v.type_name());
+  IRIS_CHECK(v.is_plain_dict(), "chat template: the render context must be a JSON object, got ",
+             v.type_name());
   return v;
 }
 
 }  // namespace
 
 std::string ChatTemplate::render(const nlohmann::json& context) const {
+  jinja::CycleCollector collector;  // declared first: runs after every value of this render is released
   jinja::Interpreter interp(nullptr);
   return interp.run(*tmpl_, context_value(jinja::from_json(context)));
 }
 
-std::string ChatTemplate::render(const nlohmann::ordered_json& context) const { return render(context, nullptr); }
+std::string ChatTemplate::render(const nlohmann::ordered_json& context) const {
+  return render(context, nullptr);
+}
 
 std::string ChatTemplate::render(const nlohmann::ordered_json& context,
                                  std::vector<std::pair<size_t, size_t>>* generation_spans) const {
   if (generation_spans) generation_spans->clear();
+  jinja::CycleCollector collector;  // declared first: runs after every value of this render is released
   jinja::Interpreter interp(generation_spans);
   return interp.run(*tmpl_, context_value(jinja::from_json(context)));
 }
@@ -446,8 +473,8 @@ std::string ChatTemplate::render_messages(const nlohmann::ordered_json& messages
                                           const std::string& bos_token, const std::string& eos_token,
                                           const nlohmann::ordered_json& extra) const {
   IRIS_CHECK(messages.is_array(), "chat template: messages must be a JSON array, got ", messages.type_name());
-  IRIS_CHECK(extra.is_null() || extra.is_object(), "chat template: extra variables must be a JSON object, got ",
-             extra.type_name());
+  IRIS_CHECK(extra.is_null() || extra.is_object(),
+             "chat template: extra variables must be a JSON object, got ", extra.type_name());
   nlohmann::ordered_json ctx = nlohmann::ordered_json::object();
   ctx["messages"] = messages;
   ctx["add_generation_prompt"] = add_generation_prompt;
@@ -461,10 +488,12 @@ std::string ChatTemplate::render_messages(const nlohmann::ordered_json& messages
 // ---- finding a model's template ----
 
 std::string chat_template_from_config(const nlohmann::json& config, const std::string& name) {
-  IRIS_CHECK(config.is_object() && config.contains("chat_template"), "no \"chat_template\" in the configuration");
+  IRIS_CHECK(config.is_object() && config.contains("chat_template"),
+             "no \"chat_template\" in the configuration");
   const auto& ct = config["chat_template"];
   if (ct.is_string()) return ct.get<std::string>();
-  IRIS_CHECK(ct.is_array(), "\"chat_template\" must be a string or a list of {name, template}, got ", ct.type_name());
+  IRIS_CHECK(ct.is_array(), "\"chat_template\" must be a string or a list of {name, template}, got ",
+             ct.type_name());
   std::string names;
   for (const auto& entry : ct) {
     IRIS_CHECK(entry.is_object() && entry.contains("name") && entry.contains("template") &&

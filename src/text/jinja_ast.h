@@ -1,5 +1,6 @@
-// Syntax tree of a parsed Jinja template (internal to src/text/jinja*), and the parser's entry point. The node
-// shapes follow Jinja's own parser (jinja2/parser.py), so operator precedence and scoping match Python's Jinja.
+// Syntax tree of a parsed Jinja template (internal to src/text/jinja*), and the parser's entry point. The
+// node shapes follow Jinja's own parser (jinja2/parser.py), so operator precedence and scoping match Python's
+// Jinja.
 #pragma once
 #include <memory>
 #include <string>
@@ -52,19 +53,19 @@ struct Expr {
 };
 
 enum class StmtKind {
-  Text,        // text
-  Output,      // {{ expr }}
-  If,          // branches: (cond, body)..., (null, else body)
-  For,         // for targets in expr [if cond] body [else else_body]
-  Set,         // set targets = expr
-  SetAttr,     // set targets[0].attr = expr (namespace)
-  SetBlock,    // set targets[0] [| filters] body endset
-  Macro,       // macro targets[0](params) body
+  Text,      // text
+  Output,    // {{ expr }}
+  If,        // branches: (cond, body)..., (null, else body)
+  For,       // for targets in expr [if cond] body [else else_body]
+  Set,       // set targets = expr
+  SetAttr,   // set targets[0].attr = expr (namespace)
+  SetBlock,  // set targets[0] [| filters] body endset
+  Macro,     // macro targets[0](params) body
   Break,
   Continue,
-  Generation,  // {% generation %} body: transformers' assistant-mask extension, renders its body
-  FilterBlock, // filter filters body endfilter
-  Do,          // do expr
+  Generation,   // {% generation %} body: transformers' assistant-mask extension, renders its body
+  FilterBlock,  // filter filters body endfilter
+  Do,           // do expr
 };
 
 struct Stmt {
@@ -86,7 +87,8 @@ struct Template {
 };
 
 // Parses with transformers' settings: trim_blocks and lstrip_blocks on, keep_trailing_newline off. Throws
-// iris::Error "chat template syntax error at line L, column C: ..." on bad input, including unknown filters/tests.
+// iris::Error "chat template syntax error at line L, column C: ..." on bad input, including unknown
+// filters/tests.
 std::unique_ptr<Template> parse_template(const std::string& source);
 
 // Names the parser accepts (the interpreter implements exactly these).

@@ -1,5 +1,6 @@
-// Jinja builtins: the filters and tests of jinja2/filters.py and jinja2/tests.py that chat templates use, Python's
-// str/list/dict methods, Python's arithmetic, and the globals of transformers' chat-template environment.
+// Jinja builtins: the filters and tests of jinja2/filters.py and jinja2/tests.py that chat templates use,
+// Python's str/list/dict methods, Python's arithmetic, and the globals of transformers' chat-template
+// environment.
 #include "text/jinja_builtins.h"
 
 #include <utf8proc.h>
@@ -14,6 +15,7 @@
 #include "tensor/error.h"
 #include "text/jinja.h"
 #include "text/jinja_ast.h"
+#include "text/jinja_pystr.h"
 
 namespace iris::text::jinja {
 namespace {
@@ -26,12 +28,13 @@ constexpr size_t kMaxStringRepeat = size_t(1) << 26;
 // Binds positional and keyword arguments to a builtin's parameter names, as Python does.
 class Args {
  public:
-  Args(const std::string& fname, CallArgs& raw, std::initializer_list<const char*> params, size_t skip_pos = 0)
+  Args(const std::string& fname, CallArgs& raw, std::initializer_list<const char*> params,
+       size_t skip_pos = 0)
       : fname_(fname), vals_(params.size()) {
     std::vector<const char*> names(params);
     size_t npos = raw.pos.size() - std::min(skip_pos, raw.pos.size());
-    IRIS_CHECK(npos <= names.size(), fname, "() takes at most ", names.size(), " positional arguments (", npos,
-               " given)");
+    IRIS_CHECK(npos <= names.size(), fname, "() takes at most ", names.size(), " positional arguments (",
+               npos, " given)");
     for (size_t i = 0; i < npos; ++i) vals_[i] = raw.pos[skip_pos + i];
     for (auto& kv : raw.kw) {
       size_t k = 0;
@@ -66,338 +69,6 @@ class Args {
   std::vector<std::optional<Value>> vals_;
 };
 
-const std::string& need_str(const Value& v, const char* what) {
-  IRIS_CHECK(v.is_string(), what, ": expected a string, got ", v.type_name());
-  return v.str();
-}
-
-// ---- string helpers (Python str methods) ----
-
-bool in_chars(char32_t c, const std::vector<char32_t>* chars) {
-  if (!chars) return py_isspace(c);
-  return std::find(chars->begin(), chars->end(), c) != chars->end();
-}
-
-std::string py_strip(const std::string& s, const Value* chars_arg, bool left, bool right) {
-  std::vector<char32_t> chars;
-  const std::vector<char32_t>* set = nullptr;
-  if (chars_arg && !chars_arg->is_none() && !chars_arg->is_undefined()) {
-    chars = utf8_decode(need_str(*chars_arg, "strip"));
-    set = &chars;
-  }
-  // ASCII fast path for the common default case.
-  auto cps = utf8_decode(s);
-  size_t b = 0, e = cps.size();
-  if (left)
-    while (b < e && in_chars(cps[b], set)) ++b;
-  if (right)
-    while (e > b && in_chars(cps[e - 1], set)) --e;
-  return utf8_encode(std::u32string(cps.begin() + long(b), cps.begin() + long(e)));
-}
-
-std::vector<std::string> py_split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_right) {
-  std::vector<std::string> out;
-  if (!sep || sep->is_none() || sep->is_undefined()) {
-    auto cps = utf8_decode(s);
-    std::vector<std::pair<size_t, size_t>> words;  // code point ranges
-    size_t i = 0;
-    while (i < cps.size()) {
-      while (i < cps.size() && py_isspace(cps[i])) ++i;
-      if (i >= cps.size()) break;
-      size_t j = i;
-      while (j < cps.size() && !py_isspace(cps[j])) ++j;
-      words.emplace_back(i, j);
-      i = j;
-    }
-    auto piece = [&](size_t b, size_t e) { return utf8_encode(std::u32string(cps.begin() + long(b), cps.begin() + long(e))); };
-    if (maxsplit < 0 || size_t(maxsplit) >= words.size()) {
-      for (auto& w : words) out.push_back(piece(w.first, w.second));
-      return out;
-    }
-    // Once maxsplit is reached the remainder is kept as it is, outer whitespace on its far side included
-    // ('  a  b  '.split(None, 1) == ['a', 'b  ']).
-    if (!from_right) {
-      for (size_t k = 0; k < size_t(maxsplit); ++k) out.push_back(piece(words[k].first, words[k].second));
-      out.push_back(piece(words[size_t(maxsplit)].first, cps.size()));
-    } else {
-      size_t first = words.size() - size_t(maxsplit);
-      out.push_back(piece(0, words[first - 1].second));
-      for (size_t k = first; k < words.size(); ++k) out.push_back(piece(words[k].first, words[k].second));
-    }
-    return out;
-  }
-  const std::string& sp = need_str(*sep, "split");
-  IRIS_CHECK(!sp.empty(), "split(): empty separator");
-  if (!from_right) {
-    size_t start = 0;
-    int64_t n = 0;
-    while (maxsplit < 0 || n < maxsplit) {
-      size_t p = s.find(sp, start);
-      if (p == std::string::npos) break;
-      out.push_back(s.substr(start, p - start));
-      start = p + sp.size();
-      ++n;
-    }
-    out.push_back(s.substr(start));
-  } else {
-    size_t end = s.size();
-    int64_t n = 0;
-    std::vector<std::string> rev;
-    while (maxsplit < 0 || n < maxsplit) {
-      if (end < sp.size()) break;
-      size_t p = s.rfind(sp, end - sp.size());
-      if (p == std::string::npos) break;
-      rev.push_back(s.substr(p + sp.size(), end - p - sp.size()));
-      end = p;
-      ++n;
-    }
-    rev.push_back(s.substr(0, end));
-    out.assign(rev.rbegin(), rev.rend());
-  }
-  return out;
-}
-
-std::string py_replace(const std::string& s, const std::string& old, const std::string& rep, int64_t count) {
-  std::string out;
-  int64_t n = 0;
-  if (old.empty()) {  // Python inserts `rep` before every character and at the end
-    auto cps = utf8_decode(s);
-    for (char32_t c : cps) {
-      if (count < 0 || n < count) {
-        out += rep;
-        ++n;
-      }
-      utf8_append(out, c);
-    }
-    if (count < 0 || n < count) out += rep;
-    return out;
-  }
-  size_t start = 0;
-  while (count < 0 || n < count) {
-    size_t p = s.find(old, start);
-    if (p == std::string::npos) break;
-    out.append(s, start, p - start);
-    out += rep;
-    start = p + old.size();
-    ++n;
-  }
-  out.append(s, start, std::string::npos);
-  return out;
-}
-
-bool is_cased_letter(char32_t c) {
-  auto cat = utf8proc_category(utf8proc_int32_t(c));
-  return cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT;
-}
-
-bool is_alnum(char32_t c) {
-  auto cat = utf8proc_category(utf8proc_int32_t(c));
-  return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
-         (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO);
-}
-
-char32_t upper_cp(char32_t c) { return (c >= 0xDC80 && c <= 0xDCFF) ? c : char32_t(utf8proc_toupper(utf8proc_int32_t(c))); }
-char32_t lower_cp(char32_t c) { return (c >= 0xDC80 && c <= 0xDCFF) ? c : char32_t(utf8proc_tolower(utf8proc_int32_t(c))); }
-char32_t title_cp(char32_t c) { return (c >= 0xDC80 && c <= 0xDCFF) ? c : char32_t(utf8proc_totitle(utf8proc_int32_t(c))); }
-
-// str.title(): a cased letter after an uncased character starts a word.
-std::string py_title(const std::string& s) {
-  std::string out;
-  bool prev_cased = false;
-  for (char32_t c : utf8_decode(s)) {
-    bool cased = is_cased_letter(c);
-    utf8_append(out, cased ? (prev_cased ? lower_cp(c) : title_cp(c)) : c);
-    prev_cased = cased;
-  }
-  return out;
-}
-
-std::string py_capitalize(const std::string& s) {
-  std::string out;
-  bool first = true;
-  for (char32_t c : utf8_decode(s)) {
-    utf8_append(out, first ? title_cp(c) : lower_cp(c));
-    first = false;
-  }
-  return out;
-}
-
-// Jinja's title filter: words start after whitespace, '-', or an opening bracket.
-std::string jinja_title(const std::string& s) {
-  std::string out;
-  bool word_start = true;
-  for (char32_t c : utf8_decode(s)) {
-    bool sep = py_isspace(c) || c == '-' || c == '(' || c == '{' || c == '[' || c == '<';
-    if (sep) {
-      utf8_append(out, c);
-      word_start = true;
-    } else {
-      utf8_append(out, word_start ? upper_cp(c) : lower_cp(c));
-      word_start = false;
-    }
-  }
-  return out;
-}
-
-bool all_cased(const std::string& s, bool upper) {
-  bool any = false;
-  for (char32_t c : utf8_decode(s)) {
-    if (!is_cased_letter(c)) continue;
-    if ((upper && lower_cp(c) != c && upper_cp(c) == c) || (!upper && upper_cp(c) != c && lower_cp(c) == c)) {
-      any = true;
-    } else if (upper ? upper_cp(c) != c : lower_cp(c) != c) {
-      return false;
-    }
-  }
-  return any;
-}
-
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out.push_back(c);
-    }
-  }
-  return out;
-}
-
-// Python's `fmt % args` for the common conversions (%s %r %d %i %f %e %g %x %o %c %%), with flags, width and
-// precision. Mapping keys (%(name)s) are not supported.
-std::string percent_format(const std::string& fmt, const std::vector<Value>& args) {
-  std::string out;
-  size_t ai = 0;
-  auto next_arg = [&]() -> const Value& {
-    IRIS_CHECK(ai < args.size(), "not enough arguments for format string");
-    return args[ai++];
-  };
-  for (size_t i = 0; i < fmt.size(); ++i) {
-    if (fmt[i] != '%') {
-      out.push_back(fmt[i]);
-      continue;
-    }
-    IRIS_CHECK(i + 1 < fmt.size(), "incomplete format");
-    if (fmt[i + 1] == '%') {
-      out.push_back('%');
-      ++i;
-      continue;
-    }
-    IRIS_CHECK(fmt[i + 1] != '(', "format: %(name)s mapping keys are not supported");
-    size_t j = i + 1;
-    std::string spec = "%";
-    while (j < fmt.size() && std::strchr("-+ #0", fmt[j]) && fmt[j]) spec.push_back(fmt[j++]);
-    while (j < fmt.size() && std::isdigit(static_cast<unsigned char>(fmt[j]))) spec.push_back(fmt[j++]);
-    if (j < fmt.size() && fmt[j] == '.') {
-      spec.push_back(fmt[j++]);
-      while (j < fmt.size() && std::isdigit(static_cast<unsigned char>(fmt[j]))) spec.push_back(fmt[j++]);
-    }
-    IRIS_CHECK(j < fmt.size(), "incomplete format");
-    char conv = fmt[j];
-    const Value& a = next_arg();
-    char buf[512];
-    switch (conv) {
-      case 's':
-      case 'r': {
-        std::string s = conv == 's' ? to_str(a) : repr(a);
-        // Width/precision on strings: apply by hand (snprintf would count bytes, not code points).
-        std::string body = s;
-        size_t dot = spec.find('.');
-        if (dot != std::string::npos) {
-          auto cps = utf8_decode(body);
-          size_t prec = size_t(std::atoi(spec.c_str() + dot + 1));
-          if (cps.size() > prec) body = utf8_encode(std::u32string(cps.begin(), cps.begin() + long(prec)));
-        }
-        size_t wstart = spec.find_first_of("123456789");
-        int64_t width = (wstart != std::string::npos && (dot == std::string::npos || wstart < dot)) ? std::atoi(spec.c_str() + wstart) : 0;
-        int64_t len = utf8_length(body);
-        if (len < width) {
-          std::string pad(size_t(width - len), ' ');
-          body = spec.find('-') != std::string::npos ? body + pad : pad + body;
-        }
-        out += body;
-        break;
-      }
-      case 'd':
-      case 'i':
-      case 'x':
-      case 'X':
-      case 'o': {
-        IRIS_CHECK(a.is_number(), "%", conv, " format: a number is required, not ", a.type_name());
-        long long v = a.is_float() ? (long long)(std::trunc(a.as_float())) : (long long)(a.is_bool() ? a.as_bool() : a.as_int());
-        std::snprintf(buf, sizeof(buf), (spec + "ll" + (conv == 'i' ? 'd' : conv)).c_str(), v);
-        out += buf;
-        break;
-      }
-      case 'f':
-      case 'F':
-      case 'e':
-      case 'E':
-      case 'g':
-      case 'G': {
-        IRIS_CHECK(a.is_number(), "%", conv, " format: a number is required, not ", a.type_name());
-        std::snprintf(buf, sizeof(buf), (spec + conv).c_str(), a.to_double());
-        out += buf;
-        break;
-      }
-      case 'c': {
-        if (a.is_string()) out += a.str();
-        else if (a.is_int()) utf8_append(out, char32_t(a.as_int()));
-        else throw Error("%c requires an int or a character");
-        break;
-      }
-      default: throw Error(str_cat("unsupported format character '", conv, "'"));
-    }
-    i = j;
-  }
-  IRIS_CHECK(ai == args.size(), "not all arguments converted during string formatting");
-  return out;
-}
-
-// str.format() with {} / {0} / {name} fields and no format specs.
-std::string brace_format(const std::string& fmt, CallArgs& args) {
-  std::string out;
-  size_t auto_idx = 0;
-  for (size_t i = 0; i < fmt.size(); ++i) {
-    char c = fmt[i];
-    if (c == '{' && i + 1 < fmt.size() && fmt[i + 1] == '{') {
-      out.push_back('{');
-      ++i;
-    } else if (c == '}' && i + 1 < fmt.size() && fmt[i + 1] == '}') {
-      out.push_back('}');
-      ++i;
-    } else if (c == '{') {
-      size_t close = fmt.find('}', i);
-      IRIS_CHECK(close != std::string::npos, "format(): single '{' encountered in format string");
-      std::string field = fmt.substr(i + 1, close - i - 1);
-      IRIS_CHECK(field.find_first_of(":!") == std::string::npos, "format(): format specs are not supported");
-      const Value* v = nullptr;
-      if (field.empty()) {
-        IRIS_CHECK(auto_idx < args.pos.size(), "format(): not enough positional arguments");
-        v = &args.pos[auto_idx++];
-      } else if (std::all_of(field.begin(), field.end(), [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); })) {
-        size_t k = size_t(std::stoul(field));
-        IRIS_CHECK(k < args.pos.size(), "format(): replacement index ", k, " out of range");
-        v = &args.pos[k];
-      } else {
-        for (auto& kv : args.kw)
-          if (kv.first == field) v = &kv.second;
-        IRIS_CHECK(v, "format(): missing keyword argument '", field, "'");
-      }
-      out += to_str(*v);
-      i = close;
-    } else {
-      IRIS_CHECK(c != '}', "format(): single '}' encountered in format string");
-      out.push_back(c);
-    }
-  }
-  return out;
-}
-
 // ---- numbers ----
 
 int64_t as_index_int(const Value& v, const char* what) {
@@ -421,8 +92,9 @@ std::optional<int64_t> parse_int(const std::string& text, int base) {
       prev_digit = false;
       continue;
     }
-    int d = std::isdigit(static_cast<unsigned char>(c)) ? c - '0'
-            : std::isalpha(static_cast<unsigned char>(c)) ? std::tolower(c) - 'a' + 10 : 99;
+    int d = std::isdigit(static_cast<unsigned char>(c))   ? c - '0'
+            : std::isalpha(static_cast<unsigned char>(c)) ? std::tolower(c) - 'a' + 10
+                                                          : 99;
     if (d >= base) return std::nullopt;
     if (__builtin_mul_overflow(v, base, &v) || __builtin_add_overflow(v, d, &v)) return std::nullopt;
     prev_digit = true;
@@ -460,9 +132,13 @@ double py_round(double v, int64_t ndigits) {
 
 // ---- sequences ----
 
-Value make_list(std::vector<Value> items) { return Value::list(std::move(items)); }
+Value make_list(std::vector<Value> items) {
+  return Value::list(std::move(items));
+}
 
-Value pair(const std::string& k, const Value& v) { return Value::list({Value(k), v}, true); }
+Value pair(const std::string& k, const Value& v) {
+  return Value::list({Value(k), v}, true);
+}
 
 // Jinja's make_attrgetter: "a.b.0" looks up each part with getitem (integers as indices).
 Value attr_path(const Value& item, const std::string& path) {
@@ -471,7 +147,9 @@ Value attr_path(const Value& item, const std::string& path) {
   while (true) {
     size_t dot = path.find('.', start);
     std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+    bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) {
+      return std::isdigit(static_cast<unsigned char>(c));
+    });
     cur = numeric ? get_item(cur, Value(int64_t(std::stoll(part)))) : get_item(cur, Value(part));
     if (dot == std::string::npos) return cur;
     start = dot + 1;
@@ -487,13 +165,18 @@ Value sort_key(const Value& item, const std::string& attribute, bool case_sensit
 
 int64_t py_len(const Value& v, const char* what) {
   switch (v.kind()) {
-    case Value::Kind::String: return utf8_length(v.str());
-    case Value::Kind::List: return int64_t(v.list_ref().items.size());
+    case Value::Kind::String:
+      return utf8_length(v.str());
+    case Value::Kind::List:
+      return int64_t(v.list_ref().items.size());
     case Value::Kind::Dict:
-      IRIS_CHECK(v.dict_ref().kind == DictKind::Plain, what, ": object of type '", v.type_name(), "' has no len()");
+      IRIS_CHECK(v.dict_ref().kind == DictKind::Plain, what, ": object of type '", v.type_name(),
+                 "' has no len()");
       return int64_t(v.dict_ref().items.size());
-    case Value::Kind::Undefined: return 0;
-    default: throw Error(str_cat(what, ": object of type '", v.type_name(), "' has no len()"));
+    case Value::Kind::Undefined:
+      return 0;
+    default:
+      throw Error(str_cat(what, ": object of type '", v.type_name(), "' has no len()"));
   }
 }
 
@@ -531,7 +214,8 @@ Value select_impl(const Value& input, CallArgs& raw, bool by_attr, bool keep, co
 
 // ---- bound methods ----
 
-Value bind(const Value& self, const std::string& name, Value (*fn)(const Value&, CallArgs&, const std::string&)) {
+Value bind(const Value& self, const std::string& name,
+           Value (*fn)(const Value&, CallArgs&, const std::string&)) {
   return Value::function(name, [self, name, fn](CallArgs& a) { return fn(self, a, name); });
 }
 
@@ -563,11 +247,11 @@ Value string_method(const Value& self, CallArgs& raw, const std::string& name) {
     auto cps = utf8_decode(s);
     if (cps.empty()) return Value(false);
     for (char32_t c : cps) {
-      bool ok = name == "isspace" ? py_isspace(c)
-              : name == "isdigit" ? utf8proc_category(utf8proc_int32_t(c)) == UTF8PROC_CATEGORY_ND
-              : name == "isalpha" ? (utf8proc_category(utf8proc_int32_t(c)) >= UTF8PROC_CATEGORY_LU &&
-                                     utf8proc_category(utf8proc_int32_t(c)) <= UTF8PROC_CATEGORY_LO)
-                                  : is_alnum(c);
+      bool ok = name == "isspace"   ? py_isspace(c)
+                : name == "isdigit" ? utf8proc_category(utf8proc_int32_t(c)) == UTF8PROC_CATEGORY_ND
+                : name == "isalpha" ? (utf8proc_category(utf8proc_int32_t(c)) >= UTF8PROC_CATEGORY_LU &&
+                                       utf8proc_category(utf8proc_int32_t(c)) <= UTF8PROC_CATEGORY_LO)
+                                    : is_alnum(c);
       if (!ok) return Value(false);
     }
     return Value(true);
@@ -588,12 +272,15 @@ Value string_method(const Value& self, CallArgs& raw, const std::string& name) {
     Args a("str." + name, raw, {"prefix"});
     a.require(0, "prefix");
     std::vector<Value> options;
-    if (a.at(0).is_list()) options = a.at(0).list_ref().items;
-    else options.push_back(a.at(0));
+    if (a.at(0).is_list())
+      options = a.at(0).list_ref().items;
+    else
+      options.push_back(a.at(0));
     for (const Value& o : options) {
       const std::string& p = need_str(o, ("str." + name).c_str());
       if (p.size() > s.size()) continue;
-      if (name == "startswith" ? s.compare(0, p.size(), p) == 0 : s.compare(s.size() - p.size(), p.size(), p) == 0)
+      if (name == "startswith" ? s.compare(0, p.size(), p) == 0
+                               : s.compare(s.size() - p.size(), p.size(), p) == 0)
         return Value(true);
     }
     return Value(false);
@@ -692,7 +379,9 @@ Value dict_method(const Value& self, CallArgs& raw, const std::string& name) {
     IRIS_CHECK(raw.pos.empty() && raw.kw.empty(), "dict.", name, "() takes no arguments");
     std::vector<Value> out;
     for (const auto& kv : d.items)
-      out.push_back(name == "items" ? pair(kv.first, kv.second) : name == "keys" ? Value(kv.first) : kv.second);
+      out.push_back(name == "items"  ? pair(kv.first, kv.second)
+                    : name == "keys" ? Value(kv.first)
+                                     : kv.second);
     return make_list(std::move(out));
   }
   if (name == "get") {
@@ -706,10 +395,11 @@ Value dict_method(const Value& self, CallArgs& raw, const std::string& name) {
 }
 
 bool is_string_method(const std::string& n) {
-  static const char* names[] = {"upper", "lower", "strip", "lstrip", "rstrip", "split", "rsplit", "splitlines",
-                                "startswith", "endswith", "replace", "title", "capitalize", "find", "rfind", "index",
-                                "rindex", "count", "join", "format", "isdigit", "isalpha", "isalnum", "isspace",
-                                "islower", "isupper"};
+  static const char* names[] = {"upper",      "lower",      "strip",      "lstrip",   "rstrip",  "split",
+                                "rsplit",     "splitlines", "startswith", "endswith", "replace", "title",
+                                "capitalize", "find",       "rfind",      "index",    "rindex",  "count",
+                                "join",       "format",     "isdigit",    "isalpha",  "isalnum", "isspace",
+                                "islower",    "isupper"};
   for (const char* x : names)
     if (n == x) return true;
   return false;
@@ -719,7 +409,9 @@ bool is_list_method(const std::string& n) {
   return n == "append" || n == "extend" || n == "insert" || n == "pop" || n == "index" || n == "count";
 }
 
-bool is_dict_method(const std::string& n) { return n == "items" || n == "keys" || n == "values" || n == "get"; }
+bool is_dict_method(const std::string& n) {
+  return n == "items" || n == "keys" || n == "values" || n == "get";
+}
 
 // ---- filters ----
 
@@ -774,7 +466,8 @@ Value f_tojson(const Value& in, CallArgs& raw) {
   if (opt.indent < -1) opt.indent = 0;
   if (a.has(2) && !a.at(2).is_none()) {
     const Value& s = a.at(2);
-    IRIS_CHECK(s.is_list() && s.list_ref().items.size() == 2, "tojson: separators must be an (item, key) pair");
+    IRIS_CHECK(s.is_list() && s.list_ref().items.size() == 2,
+               "tojson: separators must be an (item, key) pair");
     opt.item_sep = need_str(s.list_ref().items[0], "tojson separators");
     opt.key_sep = need_str(s.list_ref().items[1], "tojson separators");
   }
@@ -787,8 +480,10 @@ Value f_int(const Value& in, CallArgs& raw) {
   Value def = a.get(0, Value(int64_t(0)));
   int64_t base = a.integer(1, 10);
   switch (in.kind()) {
-    case Value::Kind::Int: return in;
-    case Value::Kind::Bool: return Value(int64_t(in.as_bool()));
+    case Value::Kind::Int:
+      return in;
+    case Value::Kind::Bool:
+      return Value(int64_t(in.as_bool()));
     case Value::Kind::Float:
       if (std::isnan(in.as_float())) return def;
       return to_int_value(in.as_float());
@@ -800,7 +495,8 @@ Value f_int(const Value& in, CallArgs& raw) {
       }
       return def;
     }
-    default: return def;
+    default:
+      return def;
   }
 }
 
@@ -876,8 +572,10 @@ Value f_map(const Value& in, CallArgs& raw) {
   const Value* attribute = nullptr;
   const Value* def = nullptr;
   for (auto& kv : raw.kw) {
-    if (kv.first == "attribute") attribute = &kv.second;
-    else if (kv.first == "default") def = &kv.second;
+    if (kv.first == "attribute")
+      attribute = &kv.second;
+    else if (kv.first == "default")
+      def = &kv.second;
   }
   if (attribute) {
     IRIS_CHECK(raw.pos.empty(), "map: positional arguments are not allowed with attribute=");
@@ -959,7 +657,8 @@ Value f_sum(const Value& in, CallArgs& raw) {
   Args a("sum", raw, {"attribute", "start"});
   std::string attribute = a.string(0, "");
   Value total = a.get(1, Value(int64_t(0)));
-  for (const Value& v : iterate(in)) total = binary_op("+", total, attribute.empty() ? v : attr_path(v, attribute));
+  for (const Value& v : iterate(in))
+    total = binary_op("+", total, attribute.empty() ? v : attr_path(v, attribute));
   return total;
 }
 
@@ -979,7 +678,8 @@ Value f_replace(const Value& in, CallArgs& raw) {
   Args a("replace", raw, {"old", "new", "count"});
   a.require(0, "old");
   a.require(1, "new");
-  return Value(py_replace(to_str(in), to_str(a.at(0)), to_str(a.at(1)), a.has(2) && !a.at(2).is_none() ? a.integer(2, -1) : -1));
+  return Value(py_replace(to_str(in), to_str(a.at(0)), to_str(a.at(1)),
+                          a.has(2) && !a.at(2).is_none() ? a.integer(2, -1) : -1));
 }
 
 Value f_trim(const Value& in, CallArgs& raw) {
@@ -990,7 +690,9 @@ Value f_trim(const Value& in, CallArgs& raw) {
 
 Value f_indent(const Value& in, CallArgs& raw) {
   Args a("indent", raw, {"width", "first", "blank"});
-  std::string ind = (a.has(0) && a.at(0).is_string()) ? a.at(0).str() : std::string(size_t(std::max<int64_t>(0, a.integer(0, 4))), ' ');
+  std::string ind = (a.has(0) && a.at(0).is_string())
+                        ? a.at(0).str()
+                        : std::string(size_t(std::max<int64_t>(0, a.integer(0, 4))), ' ');
   bool first = a.flag(1, false), blank = a.flag(2, false);
   std::string s = to_str(in) + "\n";
   std::vector<std::string> lines;
@@ -1016,7 +718,8 @@ Value f_center(const Value& in, CallArgs& raw) {
   int64_t width = a.integer(0, 80), len = utf8_length(s);
   if (len >= width) return Value(s);
   int64_t total = width - len;
-  int64_t left = total / 2 + (total & width & 1);  // Python's str.center puts the odd space on the left when width is odd
+  int64_t left = total / 2 +
+                 (total & width & 1);  // Python's str.center puts the odd space on the left when width is odd
   return Value(std::string(size_t(left), ' ') + s + std::string(size_t(total - left), ' '));
 }
 
@@ -1033,7 +736,8 @@ Value f_wordcount(const Value& in, CallArgs& raw) {
 }
 
 Value f_format(const Value& in, CallArgs& raw) {
-  IRIS_CHECK(raw.kw.empty() || raw.pos.empty(), "format: can't handle positional and keyword arguments at the same time");
+  IRIS_CHECK(raw.kw.empty() || raw.pos.empty(),
+             "format: can't handle positional and keyword arguments at the same time");
   IRIS_CHECK(raw.kw.empty(), "format: keyword arguments (%(name)s) are not supported");
   return Value(percent_format(to_str(in), raw.pos));
 }
@@ -1075,28 +779,49 @@ Value str_filter(const Value& in, CallArgs& raw, const char* name, std::string (
 const std::unordered_map<std::string, FilterFn>& filter_table() {
   static const std::unordered_map<std::string, FilterFn> table = {
       {"abs", f_abs},
-      {"attr", [](const Value& in, CallArgs& raw) {
+      {"attr",
+       [](const Value& in, CallArgs& raw) {
          Args a("attr", raw, {"name"});
          a.require(0, "name");
          return get_attr(in, need_str(a.at(0), "attr"));
        }},
       {"batch", f_batch},
-      {"capitalize", [](const Value& in, CallArgs& raw) { Args a("capitalize", raw, {}); return Value(py_capitalize(to_str(in))); }},
+      {"capitalize",
+       [](const Value& in, CallArgs& raw) {
+         Args a("capitalize", raw, {});
+         return Value(py_capitalize(to_str(in)));
+       }},
       {"center", f_center},
       {"count", f_length},
       {"d", f_default},
       {"default", f_default},
       {"dictsort", f_dictsort},
-      {"e", [](const Value& in, CallArgs& raw) { Args a("escape", raw, {}); return Value(html_escape(to_str(in))); }},
-      {"escape", [](const Value& in, CallArgs& raw) { Args a("escape", raw, {}); return Value(html_escape(to_str(in))); }},
-      {"first", [](const Value& in, CallArgs& raw) { Args a("first", raw, {}); return f_first_last(in, false); }},
+      {"e",
+       [](const Value& in, CallArgs& raw) {
+         Args a("escape", raw, {});
+         return Value(html_escape(to_str(in)));
+       }},
+      {"escape",
+       [](const Value& in, CallArgs& raw) {
+         Args a("escape", raw, {});
+         return Value(html_escape(to_str(in)));
+       }},
+      {"first",
+       [](const Value& in, CallArgs& raw) {
+         Args a("first", raw, {});
+         return f_first_last(in, false);
+       }},
       {"float", f_float},
       {"format", f_format},
       {"indent", f_indent},
       {"int", f_int},
       {"items", f_items},
       {"join", f_join},
-      {"last", [](const Value& in, CallArgs& raw) { Args a("last", raw, {}); return f_first_last(in, true); }},
+      {"last",
+       [](const Value& in, CallArgs& raw) {
+         Args a("last", raw, {});
+         return f_first_last(in, true);
+       }},
       {"length", f_length},
       {"list", f_list},
       {"lower", [](const Value& in, CallArgs& raw) { return str_filter(in, raw, "lower", py_lower); }},
@@ -1104,17 +829,31 @@ const std::unordered_map<std::string, FilterFn>& filter_table() {
       {"max", [](const Value& in, CallArgs& raw) { return f_minmax(in, raw, true); }},
       {"min", [](const Value& in, CallArgs& raw) { return f_minmax(in, raw, false); }},
       {"reject", [](const Value& in, CallArgs& raw) { return select_impl(in, raw, false, false, "reject"); }},
-      {"rejectattr", [](const Value& in, CallArgs& raw) { return select_impl(in, raw, true, false, "rejectattr"); }},
+      {"rejectattr",
+       [](const Value& in, CallArgs& raw) { return select_impl(in, raw, true, false, "rejectattr"); }},
       {"replace", f_replace},
       {"reverse", f_reverse},
       {"round", f_round},
-      {"safe", [](const Value& in, CallArgs& raw) { Args a("safe", raw, {}); return in; }},
+      {"safe",
+       [](const Value& in, CallArgs& raw) {
+         Args a("safe", raw, {});
+         return in;
+       }},
       {"select", [](const Value& in, CallArgs& raw) { return select_impl(in, raw, false, true, "select"); }},
-      {"selectattr", [](const Value& in, CallArgs& raw) { return select_impl(in, raw, true, true, "selectattr"); }},
+      {"selectattr",
+       [](const Value& in, CallArgs& raw) { return select_impl(in, raw, true, true, "selectattr"); }},
       {"sort", f_sort},
-      {"string", [](const Value& in, CallArgs& raw) { Args a("string", raw, {}); return Value(to_str(in)); }},
+      {"string",
+       [](const Value& in, CallArgs& raw) {
+         Args a("string", raw, {});
+         return Value(to_str(in));
+       }},
       {"sum", f_sum},
-      {"title", [](const Value& in, CallArgs& raw) { Args a("title", raw, {}); return Value(jinja_title(to_str(in))); }},
+      {"title",
+       [](const Value& in, CallArgs& raw) {
+         Args a("title", raw, {});
+         return Value(jinja_title(to_str(in)));
+       }},
       {"tojson", f_tojson},
       {"trim", f_trim},
       {"unique", f_unique},
@@ -1138,7 +877,9 @@ const Value& one_arg(const char* name, CallArgs& raw) {
   return raw.pos[0];
 }
 
-bool is_int_like(const Value& v) { return v.is_int(); }
+bool is_int_like(const Value& v) {
+  return v.is_int();
+}
 
 const std::unordered_map<std::string, TestFn>& test_table() {
   static const std::unordered_map<std::string, TestFn> table = {
@@ -1147,39 +888,52 @@ const std::unordered_map<std::string, TestFn>& test_table() {
       {"none", [](const Value& v, CallArgs& r) { return no_args("none", r) && v.is_none(); }},
       {"boolean", [](const Value& v, CallArgs& r) { return no_args("boolean", r) && v.is_bool(); }},
       {"true", [](const Value& v, CallArgs& r) { return no_args("true", r) && v.is_bool() && v.as_bool(); }},
-      {"false", [](const Value& v, CallArgs& r) { return no_args("false", r) && v.is_bool() && !v.as_bool(); }},
+      {"false",
+       [](const Value& v, CallArgs& r) { return no_args("false", r) && v.is_bool() && !v.as_bool(); }},
       {"integer", [](const Value& v, CallArgs& r) { return no_args("integer", r) && is_int_like(v); }},
       {"float", [](const Value& v, CallArgs& r) { return no_args("float", r) && v.is_float(); }},
       {"number", [](const Value& v, CallArgs& r) { return no_args("number", r) && v.is_number(); }},
       {"string", [](const Value& v, CallArgs& r) { return no_args("string", r) && v.is_string(); }},
       {"mapping", [](const Value& v, CallArgs& r) { return no_args("mapping", r) && v.is_plain_dict(); }},
       // Jinja's Undefined is iterable (empty) and a sequence (len 0), so these tests are true for it.
-      {"iterable", [](const Value& v, CallArgs& r) {
-         return no_args("iterable", r) && (v.is_string() || v.is_list() || v.is_plain_dict() || v.is_undefined());
+      {"iterable",
+       [](const Value& v, CallArgs& r) {
+         return no_args("iterable", r) &&
+                (v.is_string() || v.is_list() || v.is_plain_dict() || v.is_undefined());
        }},
-      {"sequence", [](const Value& v, CallArgs& r) {
-         return no_args("sequence", r) && (v.is_string() || v.is_list() || v.is_plain_dict() || v.is_undefined());
+      {"sequence",
+       [](const Value& v, CallArgs& r) {
+         return no_args("sequence", r) &&
+                (v.is_string() || v.is_list() || v.is_plain_dict() || v.is_undefined());
        }},
       {"callable", [](const Value& v, CallArgs& r) { return no_args("callable", r) && v.is_callable(); }},
       {"escaped", [](const Value&, CallArgs& r) { return no_args("escaped", r) && false; }},
-      {"lower", [](const Value& v, CallArgs& r) { return no_args("lower", r) && v.is_string() && all_cased(v.str(), false); }},
-      {"upper", [](const Value& v, CallArgs& r) { return no_args("upper", r) && v.is_string() && all_cased(v.str(), true); }},
-      {"odd", [](const Value& v, CallArgs& r) {
+      {"lower",
+       [](const Value& v, CallArgs& r) {
+         return no_args("lower", r) && v.is_string() && all_cased(v.str(), false);
+       }},
+      {"upper", [](const Value& v,
+                   CallArgs& r) { return no_args("upper", r) && v.is_string() && all_cased(v.str(), true); }},
+      {"odd",
+       [](const Value& v, CallArgs& r) {
          no_args("odd", r);
          IRIS_CHECK(v.is_int() || v.is_bool(), "test 'odd' needs an integer, got ", v.type_name());
          return (v.is_bool() ? int64_t(v.as_bool()) : v.as_int()) % 2 != 0;
        }},
-      {"even", [](const Value& v, CallArgs& r) {
+      {"even",
+       [](const Value& v, CallArgs& r) {
          no_args("even", r);
          IRIS_CHECK(v.is_int() || v.is_bool(), "test 'even' needs an integer, got ", v.type_name());
          return (v.is_bool() ? int64_t(v.as_bool()) : v.as_int()) % 2 == 0;
        }},
-      {"divisibleby", [](const Value& v, CallArgs& r) {
+      {"divisibleby",
+       [](const Value& v, CallArgs& r) {
          const Value& n = one_arg("divisibleby", r);
          Value m = binary_op("%", v, n);
          return equals(m, Value(int64_t(0)));
        }},
-      {"sameas", [](const Value& v, CallArgs& r) {
+      {"sameas",
+       [](const Value& v, CallArgs& r) {
          const Value& o = one_arg("sameas", r);
          if (v.kind() != o.kind()) return false;
          if (v.is_list()) return v.list_ptr() == o.list_ptr();
@@ -1202,8 +956,16 @@ const std::unordered_map<std::string, TestFn>& test_table() {
       {"ge", [](const Value& v, CallArgs& r) { return compare(v, one_arg("ge", r)) >= 0; }},
       {">=", [](const Value& v, CallArgs& r) { return compare(v, one_arg(">=", r)) >= 0; }},
       {"in", [](const Value& v, CallArgs& r) { return contains(one_arg("in", r), v); }},
-      {"filter", [](const Value& v, CallArgs& r) { no_args("filter", r); return v.is_string() && is_known_filter(v.str()); }},
-      {"test", [](const Value& v, CallArgs& r) { no_args("test", r); return v.is_string() && is_known_test(v.str()); }},
+      {"filter",
+       [](const Value& v, CallArgs& r) {
+         no_args("filter", r);
+         return v.is_string() && is_known_filter(v.str());
+       }},
+      {"test",
+       [](const Value& v, CallArgs& r) {
+         no_args("test", r);
+         return v.is_string() && is_known_test(v.str());
+       }},
   };
   return table;
 }
@@ -1218,12 +980,19 @@ Value checked_int(F op_with_overflow, const char* op) {
   return Value(r);
 }
 
-int64_t int_of(const Value& v) { return v.is_bool() ? int64_t(v.as_bool()) : v.as_int(); }
+int64_t int_of(const Value& v) {
+  return v.is_bool() ? int64_t(v.as_bool()) : v.as_int();
+}
 
 [[noreturn]] void operand_error(const std::string& op, const Value& a, const Value& b) {
-  if (a.is_undefined()) throw Error(a.undefined_hint().empty() ? std::string("undefined value used in an expression") : a.undefined_hint());
-  if (b.is_undefined()) throw Error(b.undefined_hint().empty() ? std::string("undefined value used in an expression") : b.undefined_hint());
-  throw Error(str_cat("unsupported operand type(s) for ", op, ": '", a.type_name(), "' and '", b.type_name(), "'"));
+  if (a.is_undefined())
+    throw Error(a.undefined_hint().empty() ? std::string("undefined value used in an expression")
+                                           : a.undefined_hint());
+  if (b.is_undefined())
+    throw Error(b.undefined_hint().empty() ? std::string("undefined value used in an expression")
+                                           : b.undefined_hint());
+  throw Error(
+      str_cat("unsupported operand type(s) for ", op, ": '", a.type_name(), "' and '", b.type_name(), "'"));
 }
 
 Value repeat(const Value& seq, int64_t n) {
@@ -1245,8 +1014,12 @@ Value repeat(const Value& seq, int64_t n) {
 
 // ---- public entry points ----
 
-bool is_known_filter(const std::string& name) { return filter_table().count(name) != 0; }
-bool is_known_test(const std::string& name) { return test_table().count(name) != 0; }
+bool is_known_filter(const std::string& name) {
+  return filter_table().count(name) != 0;
+}
+bool is_known_test(const std::string& name) {
+  return test_table().count(name) != 0;
+}
 
 Value apply_filter(const std::string& name, const Value& input, CallArgs& args) {
   auto it = filter_table().find(name);
@@ -1262,7 +1035,8 @@ bool apply_test(const std::string& name, const Value& input, CallArgs& args) {
 
 Value get_attr(const Value& obj, const std::string& name) {
   switch (obj.kind()) {
-    case Value::Kind::Undefined: return obj;
+    case Value::Kind::Undefined:
+      return obj;
     case Value::Kind::String:
       if (is_string_method(name)) return bind(obj, name, string_method);
       break;
@@ -1273,10 +1047,12 @@ Value get_attr(const Value& obj, const std::string& name) {
       const Dict& d = obj.dict_ref();
       if (d.kind == DictKind::Plain && is_dict_method(name)) return bind(obj, name, dict_method);
       if (const Value* v = d.find(name)) return *v;
-      if (d.kind == DictKind::Plain) return Value::undefined(str_cat("'dict object' has no attribute '", name, "'"));
+      if (d.kind == DictKind::Plain)
+        return Value::undefined(str_cat("'dict object' has no attribute '", name, "'"));
       break;
     }
-    default: break;
+    default:
+      break;
   }
   return Value::undefined(str_cat("'", obj.type_name(), " object' has no attribute '", name, "'"));
 }
@@ -1309,7 +1085,8 @@ std::vector<int64_t> slice_indices(int64_t n, const Value* start, const Value* s
 
 Value get_item(const Value& obj, const Value& key) {
   switch (obj.kind()) {
-    case Value::Kind::Undefined: return obj;
+    case Value::Kind::Undefined:
+      return obj;
     case Value::Kind::Dict:
       if (key.is_string()) {
         if (const Value* v = obj.dict_ref().find(key.str())) return *v;
@@ -1336,7 +1113,8 @@ Value get_item(const Value& obj, const Value& key) {
       utf8_append(out, cps[size_t(i)]);
       return Value(out);
     }
-    default: break;
+    default:
+      break;
   }
   return Value::undefined(str_cat("'", obj.type_name(), " object' has no item ", repr(key)));
 }
@@ -1360,8 +1138,10 @@ Value get_slice(const Value& obj, const Value* start, const Value* stop, const V
 
 std::vector<Value> iterate(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::Undefined: return {};
-    case Value::Kind::List: return v.list_ref().items;
+    case Value::Kind::Undefined:
+      return {};
+    case Value::Kind::List:
+      return v.list_ref().items;
     case Value::Kind::Dict: {
       IRIS_CHECK(v.dict_ref().kind == DictKind::Plain, "'", v.type_name(), "' object is not iterable");
       std::vector<Value> keys;
@@ -1377,7 +1157,8 @@ std::vector<Value> iterate(const Value& v) {
       }
       return out;
     }
-    default: throw Error(str_cat("'", v.type_name(), "' object is not iterable"));
+    default:
+      throw Error(str_cat("'", v.type_name(), "' object is not iterable"));
   }
 }
 
@@ -1457,23 +1238,25 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
 std::vector<std::pair<std::string, Value>> make_globals() {
   std::vector<std::pair<std::string, Value>> g;
   g.emplace_back("range", Value::function("range", [](CallArgs& raw) {
-    IRIS_CHECK(raw.kw.empty() && !raw.pos.empty() && raw.pos.size() <= 3, "range() takes 1 to 3 positional arguments");
-    int64_t start = 0, stop = 0, step = 1;
-    if (raw.pos.size() == 1) {
-      stop = as_index_int(raw.pos[0], "range");
-    } else {
-      start = as_index_int(raw.pos[0], "range");
-      stop = as_index_int(raw.pos[1], "range");
-      if (raw.pos.size() == 3) step = as_index_int(raw.pos[2], "range");
-    }
-    IRIS_CHECK(step != 0, "range() arg 3 must not be zero");
-    std::vector<Value> out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-      IRIS_CHECK(int64_t(out.size()) < kMaxRange, "range too big (more than ", kMaxRange, " items)");
-      out.emplace_back(i);
-    }
-    return Value::list(std::move(out));
-  }));
+                   IRIS_CHECK(raw.kw.empty() && !raw.pos.empty() && raw.pos.size() <= 3,
+                              "range() takes 1 to 3 positional arguments");
+                   int64_t start = 0, stop = 0, step = 1;
+                   if (raw.pos.size() == 1) {
+                     stop = as_index_int(raw.pos[0], "range");
+                   } else {
+                     start = as_index_int(raw.pos[0], "range");
+                     stop = as_index_int(raw.pos[1], "range");
+                     if (raw.pos.size() == 3) step = as_index_int(raw.pos[2], "range");
+                   }
+                   IRIS_CHECK(step != 0, "range() arg 3 must not be zero");
+                   std::vector<Value> out;
+                   for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+                     IRIS_CHECK(int64_t(out.size()) < kMaxRange, "range too big (more than ", kMaxRange,
+                                " items)");
+                     out.emplace_back(i);
+                   }
+                   return Value::list(std::move(out));
+                 }));
   auto dict_like = [](DictKind kind, const char* name) {
     return Value::function(name, [kind, name](CallArgs& raw) {
       Value d = Value::dict(kind);
@@ -1490,19 +1273,20 @@ std::vector<std::pair<std::string, Value>> make_globals() {
   g.emplace_back("namespace", dict_like(DictKind::Namespace, "namespace"));
   g.emplace_back("dict", dict_like(DictKind::Plain, "dict"));
   g.emplace_back("raise_exception", Value::function("raise_exception", [](CallArgs& raw) -> Value {
-    IRIS_CHECK(raw.pos.size() == 1 && raw.kw.empty(), "raise_exception() takes exactly one argument");
-    throw TemplateRaised(to_str(raw.pos[0]));
-  }));
+                   IRIS_CHECK(raw.pos.size() == 1 && raw.kw.empty(),
+                              "raise_exception() takes exactly one argument");
+                   throw TemplateRaised(to_str(raw.pos[0]));
+                 }));
   g.emplace_back("strftime_now", Value::function("strftime_now", [](CallArgs& raw) {
-    IRIS_CHECK(raw.pos.size() == 1 && raw.kw.empty() && raw.pos[0].is_string(),
-               "strftime_now() takes one format string");
-    std::time_t now = std::time(nullptr);
-    std::tm tm{};
-    localtime_r(&now, &tm);
-    char buf[512];
-    size_t n = std::strftime(buf, sizeof(buf), raw.pos[0].str().c_str(), &tm);
-    return Value(std::string(buf, n));
-  }));
+                   IRIS_CHECK(raw.pos.size() == 1 && raw.kw.empty() && raw.pos[0].is_string(),
+                              "strftime_now() takes one format string");
+                   std::time_t now = std::time(nullptr);
+                   std::tm tm{};
+                   localtime_r(&now, &tm);
+                   char buf[512];
+                   size_t n = std::strftime(buf, sizeof(buf), raw.pos[0].str().c_str(), &tm);
+                   return Value(std::string(buf, n));
+                 }));
   return g;
 }
 

@@ -1,7 +1,8 @@
-// Jinja lexer and parser for chat templates. The lexer reproduces jinja2/lexer.py with the settings transformers
-// uses (trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False): newlines normalised to \n, one trailing
-// newline dropped, `{%-`/`-%}` stripping, a newline after `%}`/`#}` removed, and spaces/tabs before a block or
-// comment tag at the start of a line removed. The parser is a recursive-descent copy of Jinja's grammar.
+// Jinja lexer and parser for chat templates. The lexer reproduces jinja2/lexer.py with the settings
+// transformers uses (trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False): newlines normalised
+// to \n, one trailing newline dropped, `{%-`/`-%}` stripping, a newline after `%}`/`#}` removed, and
+// spaces/tabs before a block or comment tag at the start of a line removed. The parser is a recursive-descent
+// copy of Jinja's grammar.
 #include <cstring>
 #include <string_view>
 
@@ -35,8 +36,10 @@ class SourceMap {
     size_t lo = 0, hi = starts_.size();
     while (hi - lo > 1) {
       size_t mid = (lo + hi) / 2;
-      if (starts_[mid] <= pos) lo = mid;
-      else hi = mid;
+      if (starts_[mid] <= pos)
+        lo = mid;
+      else
+        hi = mid;
     }
     line = int(lo + 1);
     col = int(pos - starts_[lo] + 1);
@@ -143,8 +146,8 @@ class Lexer {
     return pos;
   }
 
-  // Jinja's OptionalLStrip: `-` strips all whitespace before the tag; otherwise lstrip_blocks removes spaces and
-  // tabs between the start of the line and a block or comment tag.
+  // Jinja's OptionalLStrip: `-` strips all whitespace before the tag; otherwise lstrip_blocks removes spaces
+  // and tabs between the start of the line and a block or comment tag.
   std::string_view strip_before(std::string_view text, char sign, bool lstrip_applies) const {
     if (sign == '-') return py_rstrip(text);
     if (sign == '+' || !lstrip_applies) return text;
@@ -173,7 +176,8 @@ class Lexer {
     size_t p = skip_ascii_space(pos);
     if (!starts_with(p, "raw")) return false;
     p += 3;
-    if (p < src_.size() && (std::isalnum(static_cast<unsigned char>(src_[p])) || src_[p] == '_')) return false;
+    if (p < src_.size() && (std::isalnum(static_cast<unsigned char>(src_[p])) || src_[p] == '_'))
+      return false;
     p = skip_ascii_space(p);
     if (starts_with(p, "-%}")) {
       end = skip_unicode_space(p + 3);
@@ -244,8 +248,9 @@ class Lexer {
     const size_t n = src_.size();
     while (true) {
       if (pos >= n) {
-        syntax_error(*map_, tag, block ? "unexpected end of template: '{%' tag is not closed by '%}'"
-                                       : "unexpected end of template: '{{' is not closed by '}}'");
+        syntax_error(*map_, tag,
+                     block ? "unexpected end of template: '{%' tag is not closed by '%}'"
+                           : "unexpected end of template: '{{' is not closed by '}}'");
       }
       if (balance.empty()) {
         if (block) {
@@ -285,22 +290,28 @@ class Lexer {
   size_t lex_number(size_t pos) {
     const size_t n = src_.size();
     auto digits = [&](size_t p) {
-      while (p < n && (std::isdigit(static_cast<unsigned char>(src_[p])) ||
-                       (src_[p] == '_' && p + 1 < n && std::isdigit(static_cast<unsigned char>(src_[p + 1])))))
+      while (p < n &&
+             (std::isdigit(static_cast<unsigned char>(src_[p])) ||
+              (src_[p] == '_' && p + 1 < n && std::isdigit(static_cast<unsigned char>(src_[p + 1])))))
         ++p;
       return p;
     };
     auto is_digit = [&](size_t p) { return p < n && std::isdigit(static_cast<unsigned char>(src_[p])); };
     // Hex / octal / binary integers.
     if (src_[pos] == '0' && pos + 1 < n && std::strchr("xXoObB", src_[pos + 1]) && src_[pos + 1] != '\0') {
-      int base = (src_[pos + 1] == 'x' || src_[pos + 1] == 'X') ? 16 : (src_[pos + 1] == 'o' || src_[pos + 1] == 'O') ? 8 : 2;
+      int base = (src_[pos + 1] == 'x' || src_[pos + 1] == 'X')   ? 16
+                 : (src_[pos + 1] == 'o' || src_[pos + 1] == 'O') ? 8
+                                                                  : 2;
       size_t e = pos + 2;
       int64_t v = 0;
       bool any = false;
       while (e < n) {
         char ch = src_[e];
-        int d = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
-              : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : (ch == '_') ? -2 : -1;
+        int d = (ch >= '0' && ch <= '9')   ? ch - '0'
+                : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
+                : (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10
+                : (ch == '_')              ? -2
+                                           : -1;
         if (d == -2) {
           ++e;
           continue;
@@ -365,7 +376,8 @@ class Lexer {
         if (at + size_t(k) >= n || !std::isxdigit(static_cast<unsigned char>(src_[at + size_t(k)])))
           syntax_error(*map_, at - 2, str_cat("truncated \\", src_[at - 1], " escape in string literal"));
         char ch = src_[at + size_t(k)];
-        v = v * 16 + uint32_t(std::isdigit(static_cast<unsigned char>(ch)) ? ch - '0' : (std::tolower(ch) - 'a' + 10));
+        v = v * 16 +
+            uint32_t(std::isdigit(static_cast<unsigned char>(ch)) ? ch - '0' : (std::tolower(ch) - 'a' + 10));
       }
       if (v > 0x10FFFF) syntax_error(*map_, at - 2, "illegal Unicode character in string literal");
       return char32_t(v);
@@ -383,25 +395,57 @@ class Lexer {
       char e = src_[i + 1];
       i += 2;
       switch (e) {
-        case '\n': break;  // line continuation
-        case '\\': out.push_back('\\'); break;
-        case '\'': out.push_back('\''); break;
-        case '"': out.push_back('"'); break;
-        case 'a': out.push_back('\a'); break;
-        case 'b': out.push_back('\b'); break;
-        case 'f': out.push_back('\f'); break;
-        case 'n': out.push_back('\n'); break;
-        case 'r': out.push_back('\r'); break;
-        case 't': out.push_back('\t'); break;
-        case 'v': out.push_back('\v'); break;
-        case 'x': utf8_append(out, hex(i, 2)); i += 2; break;
-        case 'u': utf8_append(out, hex(i, 4)); i += 4; break;
-        case 'U': utf8_append(out, hex(i, 8)); i += 8; break;
-        case 'N': syntax_error(*map_, i - 2, "\\N{...} escapes are not supported in string literals");
+        case '\n':
+          break;  // line continuation
+        case '\\':
+          out.push_back('\\');
+          break;
+        case '\'':
+          out.push_back('\'');
+          break;
+        case '"':
+          out.push_back('"');
+          break;
+        case 'a':
+          out.push_back('\a');
+          break;
+        case 'b':
+          out.push_back('\b');
+          break;
+        case 'f':
+          out.push_back('\f');
+          break;
+        case 'n':
+          out.push_back('\n');
+          break;
+        case 'r':
+          out.push_back('\r');
+          break;
+        case 't':
+          out.push_back('\t');
+          break;
+        case 'v':
+          out.push_back('\v');
+          break;
+        case 'x':
+          utf8_append(out, hex(i, 2));
+          i += 2;
+          break;
+        case 'u':
+          utf8_append(out, hex(i, 4));
+          i += 4;
+          break;
+        case 'U':
+          utf8_append(out, hex(i, 8));
+          i += 8;
+          break;
+        case 'N':
+          syntax_error(*map_, i - 2, "\\N{...} escapes are not supported in string literals");
         default:
           if (e >= '0' && e <= '7') {
             uint32_t v = uint32_t(e - '0');
-            for (int k = 0; k < 2 && i < n && src_[i] >= '0' && src_[i] <= '7'; ++k, ++i) v = v * 8 + uint32_t(src_[i] - '0');
+            for (int k = 0; k < 2 && i < n && src_[i] >= '0' && src_[i] <= '7'; ++k, ++i)
+              v = v * 8 + uint32_t(src_[i] - '0');
             utf8_append(out, char32_t(v));
           } else {
             out.push_back('\\');  // unknown escapes stay as written, like Python
@@ -428,15 +472,18 @@ class Lexer {
       auto cps = utf8_decode(std::string_view(src_).substr(pos, 4));
       char32_t cp = cps.empty() ? char32_t(static_cast<unsigned char>(c)) : cps[0];
       std::string shown;
-      if (cp < 0x20 || (cp >= 0xDC80 && cp <= 0xDCFF)) shown = str_cat("U+", std::hex, uint32_t(cp));
-      else utf8_append(shown, cp);
+      if (cp < 0x20 || (cp >= 0xDC80 && cp <= 0xDCFF))
+        shown = str_cat("U+", std::hex, uint32_t(cp));
+      else
+        utf8_append(shown, cp);
       syntax_error(*map_, pos, str_cat("unexpected character '", shown, "' in tag"));
     }
     if (c == '(' || c == '[' || c == '{') {
       balance.push_back(c == '(' ? ')' : c == '[' ? ']' : '}');
     } else if (c == ')' || c == ']' || c == '}') {
       if (balance.empty()) syntax_error(*map_, pos, str_cat("unexpected '", c, "'"));
-      if (balance.back() != c) syntax_error(*map_, pos, str_cat("unexpected '", c, "', expected '", balance.back(), "'"));
+      if (balance.back() != c)
+        syntax_error(*map_, pos, str_cat("unexpected '", c, "', expected '", balance.back(), "'"));
       balance.pop_back();
     }
     toks_.push_back(Token{Tok::Op, pos, std::string(1, c)});
@@ -483,16 +530,27 @@ class Parser {
 
   static std::string describe(const Token& t) {
     switch (t.type) {
-      case Tok::Data: return "template text";
-      case Tok::VarBegin: return "'{{'";
-      case Tok::VarEnd: return "end of print statement '}}'";
-      case Tok::BlockBegin: return "'{%'";
-      case Tok::BlockEnd: return "end of statement block '%}'";
-      case Tok::Name: return "'" + t.value + "'";
-      case Tok::String: return "string literal";
-      case Tok::Int: case Tok::Float: return "number '" + t.value + "'";
-      case Tok::Op: return "'" + t.value + "'";
-      case Tok::Eof: return "end of template";
+      case Tok::Data:
+        return "template text";
+      case Tok::VarBegin:
+        return "'{{'";
+      case Tok::VarEnd:
+        return "end of print statement '}}'";
+      case Tok::BlockBegin:
+        return "'{%'";
+      case Tok::BlockEnd:
+        return "end of statement block '%}'";
+      case Tok::Name:
+        return "'" + t.value + "'";
+      case Tok::String:
+        return "string literal";
+      case Tok::Int:
+      case Tok::Float:
+        return "number '" + t.value + "'";
+      case Tok::Op:
+        return "'" + t.value + "'";
+      case Tok::Eof:
+        return "end of template";
     }
     return "token";
   }
@@ -537,7 +595,8 @@ class Parser {
   };
 
   // Statements until one of `ends` opens a block tag; leaves the stream after that tag's name, in *found.
-  Body subparse(std::vector<std::string> ends, std::string& found, const Token* opener, const std::string& opener_name) {
+  Body subparse(std::vector<std::string> ends, std::string& found, const Token* opener,
+                const std::string& opener_name) {
     DepthGuard guard(this);
     Body body;
     while (true) {
@@ -588,7 +647,8 @@ class Parser {
                             ", column ", col, " is not closed (expected ", want, ")"));
           }
           return body;
-        default: fail(t, str_cat("unexpected ", describe(t)));
+        default:
+          fail(t, str_cat("unexpected ", describe(t)));
       }
     }
   }
@@ -624,7 +684,8 @@ class Parser {
                                                 : str_cat("expected '", enclosing_ends[0], "'");
       fail(t, str_cat("unexpected '", name, "' (", open, ")"));
     }
-    static const char* unsupported[] = {"extends", "block", "include", "import", "from", "call", "with", "autoescape"};
+    static const char* unsupported[] = {"extends", "block", "include", "import",
+                                        "from",    "call",  "with",    "autoescape"};
     for (const char* u : unsupported)
       if (name == u) fail(t, str_cat("the '", name, "' tag is not supported in chat templates"));
     fail(t, str_cat("unknown tag '", name, "'"));
@@ -797,8 +858,10 @@ class Parser {
       if (!items.empty()) expect_op(",");
       if (tuple_end(extra_end)) break;
       items.push_back(parse_expression(with_condexpr));
-      if (is_op(",")) is_tuple = true;
-      else break;
+      if (is_op(","))
+        is_tuple = true;
+      else
+        break;
     }
     if (!is_tuple) {
       if (!items.empty()) return std::move(items[0]);
@@ -991,8 +1054,12 @@ class Parser {
         }
         return literal(t, Value(std::move(s)));
       }
-      case Tok::Int: advance(); return literal(t, Value(t.ival));
-      case Tok::Float: advance(); return literal(t, Value(t.fval));
+      case Tok::Int:
+        advance();
+        return literal(t, Value(t.ival));
+      case Tok::Float:
+        advance();
+        return literal(t, Value(t.fval));
       case Tok::Op:
         if (t.value == "(") {
           advance();
@@ -1003,7 +1070,8 @@ class Parser {
         if (t.value == "[") return parse_list();
         if (t.value == "{") return parse_dict();
         break;
-      default: break;
+      default:
+        break;
     }
     fail(t, str_cat("unexpected ", describe(t), ", expected an expression"));
   }
@@ -1036,9 +1104,12 @@ class Parser {
 
   ExprPtr parse_postfix(ExprPtr node) {
     while (true) {
-      if (is_op(".") || is_op("[")) node = parse_subscript(std::move(node));
-      else if (is_op("(")) node = parse_call(std::move(node));
-      else return node;
+      if (is_op(".") || is_op("["))
+        node = parse_subscript(std::move(node));
+      else if (is_op("("))
+        node = parse_call(std::move(node));
+      else
+        return node;
     }
   }
 

@@ -34,16 +34,52 @@ void Dict::set(const std::string& key, Value v) {
   }
 }
 
+namespace {
+thread_local CycleCollector* active_collector = nullptr;
+}  // namespace
+
+CycleCollector::CycleCollector() : outer_(active_collector) {
+  active_collector = this;
+}
+
+CycleCollector::~CycleCollector() {
+  active_collector = outer_;
+  // Clearing one container can free others; their weak pointers then simply fail to lock.
+  for (auto& w : lists_)
+    if (auto l = w.lock()) l->items.clear();
+  for (auto& w : dicts_)
+    if (auto d = w.lock()) d->items.clear();
+}
+
+void CycleCollector::track(const ListPtr& l) {
+  lists_.push_back(l);
+  if (lists_.size() + dicts_.size() >= next_compact_) compact();
+}
+
+void CycleCollector::track(const DictPtr& d) {
+  dicts_.push_back(d);
+  if (lists_.size() + dicts_.size() >= next_compact_) compact();
+}
+
+// Drops expired entries so a long render (a loop object per iteration) keeps only live containers recorded.
+void CycleCollector::compact() {
+  std::erase_if(lists_, [](const auto& w) { return w.expired(); });
+  std::erase_if(dicts_, [](const auto& w) { return w.expired(); });
+  next_compact_ = std::max<size_t>(4096, 2 * (lists_.size() + dicts_.size()));
+}
+
 Value Value::list(std::vector<Value> items, bool tuple) {
   auto l = std::make_shared<List>();
   l->items = std::move(items);
   l->tuple = tuple;
+  if (active_collector) active_collector->track(l);
   return Value(std::move(l));
 }
 
 Value Value::dict(DictKind kind) {
   auto d = std::make_shared<Dict>();
   d->kind = kind;
+  if (active_collector) active_collector->track(d);
   return Value(std::move(d));
 }
 
@@ -56,10 +92,14 @@ Value Value::function(std::string name, std::function<Value(CallArgs&)> fn) {
 
 double Value::to_double() const {
   switch (kind()) {
-    case Kind::Bool: return as_bool() ? 1.0 : 0.0;
-    case Kind::Int: return double(as_int());
-    case Kind::Float: return as_float();
-    default: IRIS_ASSERT(false);
+    case Kind::Bool:
+      return as_bool() ? 1.0 : 0.0;
+    case Kind::Int:
+      return double(as_int());
+    case Kind::Float:
+      return as_float();
+    default:
+      IRIS_ASSERT(false);
   }
   return 0.0;
 }
@@ -67,35 +107,54 @@ double Value::to_double() const {
 bool Value::truthy() const {
   switch (kind()) {
     case Kind::Undefined:
-    case Kind::None: return false;
-    case Kind::Bool: return as_bool();
-    case Kind::Int: return as_int() != 0;
-    case Kind::Float: return as_float() != 0.0;
-    case Kind::String: return !str().empty();
-    case Kind::List: return !list_ref().items.empty();
-    case Kind::Dict: return dict_ref().kind != DictKind::Plain || !dict_ref().items.empty();
-    case Kind::Callable: return true;
+    case Kind::None:
+      return false;
+    case Kind::Bool:
+      return as_bool();
+    case Kind::Int:
+      return as_int() != 0;
+    case Kind::Float:
+      return as_float() != 0.0;
+    case Kind::String:
+      return !str().empty();
+    case Kind::List:
+      return !list_ref().items.empty();
+    case Kind::Dict:
+      return dict_ref().kind != DictKind::Plain || !dict_ref().items.empty();
+    case Kind::Callable:
+      return true;
   }
   return false;
 }
 
 std::string Value::type_name() const {
   switch (kind()) {
-    case Kind::Undefined: return "Undefined";
-    case Kind::None: return "NoneType";
-    case Kind::Bool: return "bool";
-    case Kind::Int: return "int";
-    case Kind::Float: return "float";
-    case Kind::String: return "str";
-    case Kind::List: return list_ref().tuple ? "tuple" : "list";
+    case Kind::Undefined:
+      return "Undefined";
+    case Kind::None:
+      return "NoneType";
+    case Kind::Bool:
+      return "bool";
+    case Kind::Int:
+      return "int";
+    case Kind::Float:
+      return "float";
+    case Kind::String:
+      return "str";
+    case Kind::List:
+      return list_ref().tuple ? "tuple" : "list";
     case Kind::Dict:
       switch (dict_ref().kind) {
-        case DictKind::Plain: return "dict";
-        case DictKind::Namespace: return "Namespace";
-        case DictKind::Loop: return "LoopContext";
+        case DictKind::Plain:
+          return "dict";
+        case DictKind::Namespace:
+          return "Namespace";
+        case DictKind::Loop:
+          return "LoopContext";
       }
       break;
-    case Kind::Callable: return "function";
+    case Kind::Callable:
+      return "function";
   }
   return "object";
 }
@@ -107,16 +166,21 @@ namespace {
 template <typename Json>
 Value from_json_impl(const Json& j) {
   switch (j.type()) {
-    case nlohmann::json::value_t::null: return Value::none();
-    case nlohmann::json::value_t::boolean: return Value(j.template get<bool>());
-    case nlohmann::json::value_t::number_integer: return Value(j.template get<int64_t>());
+    case nlohmann::json::value_t::null:
+      return Value::none();
+    case nlohmann::json::value_t::boolean:
+      return Value(j.template get<bool>());
+    case nlohmann::json::value_t::number_integer:
+      return Value(j.template get<int64_t>());
     case nlohmann::json::value_t::number_unsigned: {
       uint64_t u = j.template get<uint64_t>();
       if (u <= uint64_t(INT64_MAX)) return Value(int64_t(u));
       return Value(double(u));
     }
-    case nlohmann::json::value_t::number_float: return Value(j.template get<double>());
-    case nlohmann::json::value_t::string: return Value(j.template get<std::string>());
+    case nlohmann::json::value_t::number_float:
+      return Value(j.template get<double>());
+    case nlohmann::json::value_t::string:
+      return Value(j.template get<std::string>());
     case nlohmann::json::value_t::array: {
       std::vector<Value> items;
       items.reserve(j.size());
@@ -131,15 +195,20 @@ Value from_json_impl(const Json& j) {
       return d;
     }
     case nlohmann::json::value_t::binary:
-    case nlohmann::json::value_t::discarded: break;
+    case nlohmann::json::value_t::discarded:
+      break;
   }
   throw Error("chat template: unsupported JSON value type in the context (binary or discarded)");
 }
 
 }  // namespace
 
-Value from_json(const nlohmann::json& j) { return from_json_impl(j); }
-Value from_json(const nlohmann::ordered_json& j) { return from_json_impl(j); }
+Value from_json(const nlohmann::json& j) {
+  return from_json_impl(j);
+}
+Value from_json(const nlohmann::ordered_json& j) {
+  return from_json_impl(j);
+}
 
 // ---- UTF-8 ----
 
@@ -150,8 +219,8 @@ std::vector<char32_t> utf8_decode(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     utf8proc_int32_t cp = -1;
-    utf8proc_ssize_t n =
-        utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data() + i), utf8proc_ssize_t(s.size() - i), &cp);
+    utf8proc_ssize_t n = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(s.data() + i),
+                                          utf8proc_ssize_t(s.size() - i), &cp);
     if (n <= 0 || cp < 0) {
       out.push_back(char32_t(0xDC00 + uint8_t(s[i])));
       ++i;
@@ -194,8 +263,23 @@ int64_t utf8_length(std::string_view s) {
 
 bool py_isspace(char32_t c) {
   switch (c) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D: case 0x1C: case 0x1D: case 0x1E: case 0x1F:
-    case 0x20: case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F:
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x1C:
+    case 0x1D:
+    case 0x1E:
+    case 0x1F:
+    case 0x20:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
     case 0x3000:
       return true;
     default:
@@ -215,7 +299,8 @@ std::string map_code_points(std::string_view s, F f) {
 
 }  // namespace
 
-// Simple (one-to-one) case mapping; Python uses the full mapping, which differs for a few letters such as 'ß'.
+// Simple (one-to-one) case mapping; Python uses the full mapping, which differs for a few letters such as
+// 'ß'.
 std::string py_upper(std::string_view s) {
   return map_code_points(s, [](char32_t c) {
     if (c < 0x80) return (c >= 'a' && c <= 'z') ? char32_t(c - 32) : c;
@@ -238,8 +323,8 @@ std::string float_repr(double d) {
   if (std::isnan(d)) return "nan";
   if (std::isinf(d)) return d > 0 ? "inf" : "-inf";
   if (d == 0.0) return std::signbit(d) ? "-0.0" : "0.0";
-  // Shortest round-trip digits from to_chars, laid out the way Python's repr does: positional notation when the
-  // decimal exponent is in [-4, 16), scientific otherwise.
+  // Shortest round-trip digits from to_chars, laid out the way Python's repr does: positional notation when
+  // the decimal exponent is in [-4, 16), scientific otherwise.
   char buf[64];
   auto res = std::to_chars(buf, buf + sizeof(buf), d, std::chars_format::scientific);
   std::string sci(buf, res.ptr);
@@ -281,10 +366,17 @@ bool is_printable(char32_t c) {
   if (c >= 0xDC80 && c <= 0xDCFF) return false;
   utf8proc_category_t cat = utf8proc_category(utf8proc_int32_t(c));
   switch (cat) {
-    case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CS: case UTF8PROC_CATEGORY_CO:
-    case UTF8PROC_CATEGORY_CN: case UTF8PROC_CATEGORY_ZL: case UTF8PROC_CATEGORY_ZP: case UTF8PROC_CATEGORY_ZS:
+    case UTF8PROC_CATEGORY_CC:
+    case UTF8PROC_CATEGORY_CF:
+    case UTF8PROC_CATEGORY_CS:
+    case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CN:
+    case UTF8PROC_CATEGORY_ZL:
+    case UTF8PROC_CATEGORY_ZP:
+    case UTF8PROC_CATEGORY_ZS:
       return c == ' ';
-    default: return true;
+    default:
+      return true;
   }
 }
 
@@ -309,9 +401,12 @@ std::string string_repr(const std::string& s) {
       out += buf;
     } else if (!is_printable(c)) {
       char buf[16];
-      if (c < 0x100) std::snprintf(buf, sizeof(buf), "\\x%02x", unsigned(c));
-      else if (c < 0x10000) std::snprintf(buf, sizeof(buf), "\\u%04x", unsigned(c));
-      else std::snprintf(buf, sizeof(buf), "\\U%08x", unsigned(c));
+      if (c < 0x100)
+        std::snprintf(buf, sizeof(buf), "\\x%02x", unsigned(c));
+      else if (c < 0x10000)
+        std::snprintf(buf, sizeof(buf), "\\u%04x", unsigned(c));
+      else
+        std::snprintf(buf, sizeof(buf), "\\U%08x", unsigned(c));
       out += buf;
     } else {
       utf8_append(out, c);
@@ -323,16 +418,35 @@ std::string string_repr(const std::string& s) {
 
 }  // namespace
 
+namespace {
+
+// Lists and dicts are shared by reference, so a template can make one contain itself (l.append(l)); these
+// depth limits turn that into an error instead of unbounded recursion.
+constexpr int kMaxNesting = 256;
+
+std::string repr_at(const Value& v, int depth);
+
+}  // namespace
+
 std::string repr(const Value& v) {
+  return repr_at(v, 0);
+}
+
+namespace {
+
+std::string repr_at(const Value& v, int depth) {
+  IRIS_CHECK(depth < kMaxNesting, "value nested too deeply (or contains itself)");
   switch (v.kind()) {
-    case Value::Kind::Undefined: return "Undefined";  // Jinja's Undefined.__repr__ (str() of it is "")
-    case Value::Kind::String: return string_repr(v.str());
+    case Value::Kind::Undefined:
+      return "Undefined";  // Jinja's Undefined.__repr__ (str() of it is "")
+    case Value::Kind::String:
+      return string_repr(v.str());
     case Value::Kind::List: {
       const List& l = v.list_ref();
       std::string out = l.tuple ? "(" : "[";
       for (size_t i = 0; i < l.items.size(); ++i) {
         if (i) out += ", ";
-        out += repr(l.items[i]);
+        out += repr_at(l.items[i], depth + 1);
       }
       if (l.tuple && l.items.size() == 1) out += ",";
       out += l.tuple ? ")" : "]";
@@ -343,35 +457,49 @@ std::string repr(const Value& v) {
       std::string out = "{";
       for (size_t i = 0; i < d.items.size(); ++i) {
         if (i) out += ", ";
-        out += string_repr(d.items[i].first) + ": " + repr(d.items[i].second);
+        out += string_repr(d.items[i].first) + ": " + repr_at(d.items[i].second, depth + 1);
       }
       out += "}";
       if (d.kind == DictKind::Namespace) return "<Namespace " + out + ">";
       if (d.kind == DictKind::Loop) return "<LoopContext>";
       return out;
     }
-    default: return to_str(v);
+    default:
+      return to_str(v);
   }
 }
 
+}  // namespace
+
 std::string to_str(const Value& v) {
   switch (v.kind()) {
-    case Value::Kind::Undefined: return "";
-    case Value::Kind::None: return "None";
-    case Value::Kind::Bool: return v.as_bool() ? "True" : "False";
-    case Value::Kind::Int: return std::to_string(v.as_int());
-    case Value::Kind::Float: return float_repr(v.as_float());
-    case Value::Kind::String: return v.str();
+    case Value::Kind::Undefined:
+      return "";
+    case Value::Kind::None:
+      return "None";
+    case Value::Kind::Bool:
+      return v.as_bool() ? "True" : "False";
+    case Value::Kind::Int:
+      return std::to_string(v.as_int());
+    case Value::Kind::Float:
+      return float_repr(v.as_float());
+    case Value::Kind::String:
+      return v.str();
     case Value::Kind::List:
-    case Value::Kind::Dict: return repr(v);
-    case Value::Kind::Callable: return "<function " + v.callable()->name + ">";
+    case Value::Kind::Dict:
+      return repr(v);
+    case Value::Kind::Callable:
+      return "<function " + v.callable()->name + ">";
   }
   return "";
 }
 
 // ---- comparisons ----
 
-bool equals(const Value& a, const Value& b) {
+namespace {
+
+bool equals_at(const Value& a, const Value& b, int depth) {
+  IRIS_CHECK(depth < kMaxNesting, "value nested too deeply (or contains itself)");
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.to_double() == b.to_double();
     auto as_i = [](const Value& x) { return x.is_bool() ? int64_t(x.as_bool()) : x.as_int(); };
@@ -380,14 +508,16 @@ bool equals(const Value& a, const Value& b) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
     case Value::Kind::Undefined:
-    case Value::Kind::None: return true;
-    case Value::Kind::String: return a.str() == b.str();
+    case Value::Kind::None:
+      return true;
+    case Value::Kind::String:
+      return a.str() == b.str();
     case Value::Kind::List: {
       const auto& x = a.list_ref().items;
       const auto& y = b.list_ref().items;
       if (x.size() != y.size()) return false;
       for (size_t i = 0; i < x.size(); ++i)
-        if (!equals(x[i], y[i])) return false;
+        if (!equals_at(x[i], y[i], depth + 1)) return false;
       return true;
     }
     case Value::Kind::Dict: {
@@ -397,16 +527,19 @@ bool equals(const Value& a, const Value& b) {
       if (x.items.size() != y.items.size()) return false;
       for (const auto& kv : x.items) {
         const Value* other = y.find(kv.first);
-        if (!other || !equals(kv.second, *other)) return false;
+        if (!other || !equals_at(kv.second, *other, depth + 1)) return false;
       }
       return true;
     }
-    case Value::Kind::Callable: return a.callable() == b.callable();
-    default: return false;
+    case Value::Kind::Callable:
+      return a.callable() == b.callable();
+    default:
+      return false;
   }
 }
 
-int compare(const Value& a, const Value& b) {
+int compare_at(const Value& a, const Value& b, int depth) {
+  IRIS_CHECK(depth < kMaxNesting, "value nested too deeply (or contains itself)");
   if (a.is_number() && b.is_number()) {
     if (!a.is_float() && !b.is_float()) {
       int64_t x = a.is_bool() ? int64_t(a.as_bool()) : a.as_int();
@@ -425,12 +558,22 @@ int compare(const Value& a, const Value& b) {
     const auto& x = a.list_ref().items;
     const auto& y = b.list_ref().items;
     for (size_t i = 0; i < std::min(x.size(), y.size()); ++i) {
-      if (equals(x[i], y[i])) continue;
-      return compare(x[i], y[i]);
+      if (equals_at(x[i], y[i], depth + 1)) continue;
+      return compare_at(x[i], y[i], depth + 1);
     }
     return x.size() < y.size() ? -1 : (x.size() > y.size() ? 1 : 0);
   }
-  throw Error(str_cat("'<' not supported between instances of '", a.type_name(), "' and '", b.type_name(), "'"));
+  throw Error(
+      str_cat("'<' not supported between instances of '", a.type_name(), "' and '", b.type_name(), "'"));
+}
+
+}  // namespace
+
+bool equals(const Value& a, const Value& b) {
+  return equals_at(a, b, 0);
+}
+int compare(const Value& a, const Value& b) {
+  return compare_at(a, b, 0);
 }
 
 bool contains(const Value& container, const Value& item) {
@@ -445,7 +588,8 @@ bool contains(const Value& container, const Value& item) {
       return false;
     case Value::Kind::Dict:
       return item.is_string() && container.dict_ref().find(item.str()) != nullptr;
-    case Value::Kind::Undefined: return false;
+    case Value::Kind::Undefined:
+      return false;
     default:
       throw Error(str_cat("argument of type '", container.type_name(), "' is not iterable"));
   }
@@ -464,13 +608,27 @@ void json_string(std::string& out, const std::string& s, bool ensure_ascii) {
   };
   for (char32_t c : utf8_decode(s)) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           hex4(unsigned(c));
@@ -491,7 +649,7 @@ void json_string(std::string& out, const std::string& s, bool ensure_ascii) {
 }
 
 void json_value(std::string& out, const Value& v, const JsonOptions& opt, int depth) {
-  IRIS_CHECK(depth < 512, "tojson: value nested too deeply (or contains itself)");
+  IRIS_CHECK(depth < kMaxNesting, "tojson: value nested too deeply (or contains itself)");
   const std::string item_sep = !opt.item_sep.empty() ? opt.item_sep : (opt.indent >= 0 ? "," : ", ");
   auto newline = [&](int d) {
     if (opt.indent < 0) return;
@@ -499,17 +657,28 @@ void json_value(std::string& out, const Value& v, const JsonOptions& opt, int de
     out.append(size_t(opt.indent) * size_t(d), ' ');
   };
   switch (v.kind()) {
-    case Value::Kind::None: out += "null"; return;
-    case Value::Kind::Bool: out += v.as_bool() ? "true" : "false"; return;
-    case Value::Kind::Int: out += std::to_string(v.as_int()); return;
+    case Value::Kind::None:
+      out += "null";
+      return;
+    case Value::Kind::Bool:
+      out += v.as_bool() ? "true" : "false";
+      return;
+    case Value::Kind::Int:
+      out += std::to_string(v.as_int());
+      return;
     case Value::Kind::Float: {
       double d = v.as_float();
-      if (std::isnan(d)) out += "NaN";
-      else if (std::isinf(d)) out += d > 0 ? "Infinity" : "-Infinity";
-      else out += float_repr(d);
+      if (std::isnan(d))
+        out += "NaN";
+      else if (std::isinf(d))
+        out += d > 0 ? "Infinity" : "-Infinity";
+      else
+        out += float_repr(d);
       return;
     }
-    case Value::Kind::String: json_string(out, v.str(), opt.ensure_ascii); return;
+    case Value::Kind::String:
+      json_string(out, v.str(), opt.ensure_ascii);
+      return;
     case Value::Kind::List: {
       const auto& items = v.list_ref().items;
       if (items.empty()) {
@@ -528,7 +697,8 @@ void json_value(std::string& out, const Value& v, const JsonOptions& opt, int de
     }
     case Value::Kind::Dict: {
       const Dict& d = v.dict_ref();
-      IRIS_CHECK(d.kind == DictKind::Plain, "tojson: Object of type ", v.type_name(), " is not JSON serializable");
+      IRIS_CHECK(d.kind == DictKind::Plain, "tojson: Object of type ", v.type_name(),
+                 " is not JSON serializable");
       if (d.items.empty()) {
         out += "{}";
         return;
@@ -552,7 +722,8 @@ void json_value(std::string& out, const Value& v, const JsonOptions& opt, int de
     case Value::Kind::Undefined:
       throw Error("tojson: Object of type Undefined is not JSON serializable" +
                   (v.undefined_hint().empty() ? std::string() : " (" + v.undefined_hint() + ")"));
-    case Value::Kind::Callable: throw Error("tojson: Object of type function is not JSON serializable");
+    case Value::Kind::Callable:
+      throw Error("tojson: Object of type function is not JSON serializable");
   }
 }
 

@@ -1,19 +1,18 @@
-// Values of the Jinja interpreter (internal to src/text/jinja*): the JSON-like types Python's Jinja sees in chat
-// templates (undefined, none, bool, int, float, str, list/tuple, dict) plus callables (macros, builtins, bound
-// methods) and the dict-like namespace and loop objects. Lists and dicts are shared by reference, as in Python, so
-// `ns.items.append(x)` is seen through every name bound to the list. Also: Python's str()/repr(), json.dumps as
-// transformers' tojson calls it, and the UTF-8 helpers (lengths and indices count code points).
+// Values of the Jinja interpreter (internal to src/text/jinja*): the JSON-like types Python's Jinja sees in
+// chat templates (undefined, none, bool, int, float, str, list/tuple, dict) plus callables (macros, builtins,
+// bound methods) and the dict-like namespace and loop objects. Lists and dicts are shared by reference, as in
+// Python, so `ns.items.append(x)` is seen through every name bound to the list. Also: Python's str()/repr(),
+// json.dumps as transformers' tojson calls it, and the UTF-8 helpers (lengths and indices count code points).
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <variant>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace iris::text::jinja {
 
@@ -105,10 +104,30 @@ class Value {
   std::string type_name() const;
 
  private:
-  using Storage = std::variant<Undefined, std::nullptr_t, bool, int64_t, double, std::string, ListPtr, DictPtr,
-                               CallablePtr>;
+  using Storage = std::variant<Undefined, std::nullptr_t, bool, int64_t, double, std::string, ListPtr,
+                               DictPtr, CallablePtr>;
   explicit Value(Storage v) : v_(std::move(v)) {}
   Storage v_;
+};
+
+// While one is alive on a thread, every list and dict created on that thread is recorded (weakly); its
+// destructor empties the ones still alive. Lists and dicts are reference-counted and a template can make them
+// reference each other (l.append(l), ns.self = ns), so a render ends by breaking whatever cycles it built.
+class CycleCollector {
+ public:
+  CycleCollector();
+  ~CycleCollector();
+  CycleCollector(const CycleCollector&) = delete;
+  CycleCollector& operator=(const CycleCollector&) = delete;
+  void track(const ListPtr& l);
+  void track(const DictPtr& d);
+
+ private:
+  void compact();
+  CycleCollector* outer_;
+  std::vector<std::weak_ptr<List>> lists_;
+  std::vector<std::weak_ptr<Dict>> dicts_;
+  size_t next_compact_ = 4096;
 };
 
 // Conversions from and to JSON. from_json copies, so templates never modify the caller's data.
@@ -116,9 +135,9 @@ Value from_json(const nlohmann::json& j);
 Value from_json(const nlohmann::ordered_json& j);
 
 // Python semantics.
-std::string to_str(const Value& v);   // str(v); undefined -> ""
-std::string repr(const Value& v);     // repr(v)
-std::string float_repr(double d);     // repr(float): shortest round-trip, '1.0', '1e-05', 'inf'
+std::string to_str(const Value& v);  // str(v); undefined -> ""
+std::string repr(const Value& v);    // repr(v)
+std::string float_repr(double d);    // repr(float): shortest round-trip, '1.0', '1e-05', 'inf'
 bool equals(const Value& a, const Value& b);
 int compare(const Value& a, const Value& b);  // <0, 0, >0; throws iris::Error for unorderable types
 bool contains(const Value& container, const Value& item);  // `item in container`

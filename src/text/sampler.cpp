@@ -1,6 +1,7 @@
 // Token sampler (see sampler.h). Cost per call is O(n_vocab) for the copy and a few scans; top-k finds its
-// threshold with a k-element heap, and top-p selects (nth_element) a prefix that grows only as far as the nucleus
-// needs and sorts just that prefix, so a 128k vocabulary is never fully sorted unless the nucleus is the whole of it.
+// threshold with a k-element heap, and top-p selects (nth_element) a prefix that grows only as far as the
+// nucleus needs and sorts just that prefix, so a 128k vocabulary is never fully sorted unless the nucleus is
+// the whole of it.
 #include "text/sampler.h"
 
 #include <algorithm>
@@ -17,11 +18,13 @@ void validate(const SamplingParams& p) {
              "sampling: temperature must be a finite number >= 0 (0 = greedy), got ", p.temperature);
   IRIS_CHECK(p.top_k >= 0, "sampling: top_k must be >= 0 (0 = off), got ", p.top_k);
   IRIS_CHECK(p.top_p > 0.0f && p.top_p <= 1.0f, "sampling: top_p must be in (0, 1] (1 = off), got ", p.top_p);
-  IRIS_CHECK(p.min_p >= 0.0f && p.min_p <= 1.0f, "sampling: min_p must be in [0, 1] (0 = off), got ", p.min_p);
+  IRIS_CHECK(p.min_p >= 0.0f && p.min_p <= 1.0f, "sampling: min_p must be in [0, 1] (0 = off), got ",
+             p.min_p);
   IRIS_CHECK(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f,
-             "sampling: repetition_penalty must be a finite number > 0 (1 = off), got ", p.repetition_penalty);
-  IRIS_CHECK(p.repeat_last_n >= -1, "sampling: repeat_last_n must be >= -1 (-1 = whole history, 0 = off), got ",
-             p.repeat_last_n);
+             "sampling: repetition_penalty must be a finite number > 0 (1 = off), got ",
+             p.repetition_penalty);
+  IRIS_CHECK(p.repeat_last_n >= -1,
+             "sampling: repeat_last_n must be >= -1 (-1 = whole history, 0 = off), got ", p.repeat_last_n);
 }
 
 namespace {
@@ -33,7 +36,9 @@ uint64_t splitmix64(uint64_t& x) {
   return z ^ (z >> 31);
 }
 
-uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 }  // namespace
 
@@ -79,13 +84,15 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, std::span<const in
   if (bad) {
     for (size_t i = 0; i < n; ++i)
       if (!(work_[i] < std::numeric_limits<float>::infinity()))
-        throw Error(str_cat("sampling: logit of token ", i, " is ", work_[i], " (NaN or +inf): the model output is invalid"));
+        throw Error(str_cat("sampling: logit of token ", i, " is ", work_[i],
+                            " (NaN or +inf): the model output is invalid"));
   }
   IRIS_CHECK(any_finite, "sampling: every logit is -inf, no token can be chosen");
 
   // Repetition penalty (HF RepetitionPenaltyLogitsProcessor), once per distinct token of the window.
   if (p_.repetition_penalty != 1.0f && p_.repeat_last_n != 0 && !history.empty()) {
-    size_t window = p_.repeat_last_n < 0 ? history.size() : std::min(history.size(), size_t(p_.repeat_last_n));
+    size_t window =
+        p_.repeat_last_n < 0 ? history.size() : std::min(history.size(), size_t(p_.repeat_last_n));
     auto recent = history.subspan(history.size() - window);
     for (int32_t id : recent)
       IRIS_CHECK(id >= 0 && int64_t(id) < n_vocab, "sampling: history token id ", id,
@@ -101,20 +108,28 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, std::span<const in
     for (int32_t id : recent) seen_[size_t(id)] = 0;
   }
 
-  if (p_.temperature == 0.0f) {
+  auto argmax = [this, n]() {
     size_t best = 0;
     for (size_t i = 1; i < n; ++i)
       if (work_[i] > work_[best]) best = i;  // strict: ties keep the lowest id
     return int32_t(best);
-  }
+  };
+  if (p_.temperature == 0.0f) return argmax();
 
   if (p_.temperature != 1.0f) {
     const float temp = p_.temperature;
-    for (float& v : work_) v /= temp;  // divide like HF (not multiply by 1/T) so the rounding matches
+    const int32_t greedy = argmax();
+    bool overflow = false;
+    for (float& v : work_) {
+      v /= temp;  // divide like HF (not multiply by 1/T) so the rounding matches
+      overflow |= v == std::numeric_limits<float>::infinity();
+    }
+    // A temperature so small that a logit / T overflows is the T -> 0 limit: greedy.
+    if (overflow) return greedy;
   }
 
-  // Top-k: HF keeps every token whose logit is >= the k-th largest, so ties at the boundary all survive. Find that
-  // threshold with a small min-heap (one comparison per token for small k) or nth_element for large k.
+  // Top-k: HF keeps every token whose logit is >= the k-th largest, so ties at the boundary all survive. Find
+  // that threshold with a small min-heap (one comparison per token for small k) or nth_element for large k.
   float threshold = kNegInf;
   if (p_.top_k > 0 && size_t(p_.top_k) < n) {
     const size_t k = size_t(p_.top_k);
@@ -154,11 +169,13 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, std::span<const in
   }
   for (Cand& c : cands_) c.w = std::exp(double(c.logit - max_logit));  // unnormalised probability
 
-  // Top-p: keep a token while the probability mass ranked strictly above it is < top_p (HF's cumsum rule). The
-  // kept set is a prefix of the descending order: grow a selected (unsorted) prefix with nth_element until its
-  // mass reaches top_p, then sort only that prefix. A total order (logit descending, then id) keeps every step
-  // independent of the standard library's algorithms.
-  auto before = [](const Cand& a, const Cand& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
+  // Top-p: keep a token while the probability mass ranked strictly above it is < top_p (HF's cumsum rule).
+  // The kept set is a prefix of the descending order: grow a selected (unsorted) prefix with nth_element
+  // until its mass reaches top_p, then sort only that prefix. A total order (logit descending, then id) keeps
+  // every step independent of the standard library's algorithms.
+  auto before = [](const Cand& a, const Cand& b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  };
   if (p_.top_p < 1.0f && cands_.size() > 1) {
     double z = 0.0;
     for (const Cand& c : cands_) z += c.w;
@@ -166,7 +183,8 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, std::span<const in
     size_t lo = 0, m = std::min<size_t>(cands_.size(), 256);
     double mass = 0.0;
     while (true) {
-      if (m < cands_.size()) std::nth_element(cands_.begin() + long(lo), cands_.begin() + long(m), cands_.end(), before);
+      if (m < cands_.size())
+        std::nth_element(cands_.begin() + long(lo), cands_.begin() + long(m), cands_.end(), before);
       for (size_t i = lo; i < m; ++i) mass += cands_[i].w;
       if (mass >= target || m == cands_.size()) break;
       lo = m;

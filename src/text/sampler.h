@@ -10,13 +10,13 @@
 namespace iris::text {
 
 struct SamplingParams {
-  float temperature = 0.0f;          // 0: greedy (argmax, ties -> lowest id); > 0: sample; < 0 or NaN: error
-  int top_k = 0;                     // 0: off; keeps every token whose logit is >= the k-th largest (HF: ties kept)
-  float top_p = 1.0f;                // in (0, 1]; 1: off; keeps the smallest top set whose mass reaches top_p
-  float min_p = 0.0f;                // in [0, 1]; 0: off; keeps tokens with p >= min_p * p_max
-  float repetition_penalty = 1.0f;   // > 0; 1: off. HF's rule: logit > 0 ? logit / p : logit * p, once per distinct
-                                     // token of the history window
-  int repeat_last_n = 64;            // history window for the penalty: -1 all, 0 off
+  float temperature = 0.0f;  // 0: greedy (argmax, ties -> lowest id); > 0: sample; < 0 or NaN: error
+  int top_k = 0;             // 0: off; keeps every token whose logit is >= the k-th largest (HF: ties kept)
+  float top_p = 1.0f;        // in (0, 1]; 1: off; keeps the smallest top set whose mass reaches top_p
+  float min_p = 0.0f;        // in [0, 1]; 0: off; keeps tokens with p >= min_p * p_max
+  float repetition_penalty = 1.0f;  // > 0; 1: off. HF's rule: logit > 0 ? logit / p : logit * p, once per
+                                    // distinct token of the history window
+  int repeat_last_n = 64;  // history window for the penalty: -1 all, 0 off
   uint64_t seed = 0;
 };
 
@@ -27,8 +27,9 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& p);  // validates p
 
-  // logits: n_vocab values (not modified). -inf marks a banned token; NaN or +inf throws iris::Error, as do all
-  // -inf and history ids outside [0, n_vocab). history: the prompt and generated ids so far, oldest first.
+  // logits: n_vocab values (not modified). -inf marks a banned token; NaN or +inf throws iris::Error, as do
+  // all -inf and history ids outside [0, n_vocab). history: the prompt and generated ids so far, oldest
+  // first.
   int32_t sample(const float* logits, int64_t n_vocab, std::span<const int32_t> history);
 
   void reseed(uint64_t seed);
@@ -44,10 +45,10 @@ class Sampler {
 
   SamplingParams p_;
   uint64_t s_[4];
-  std::vector<float> work_;       // (n_vocab) penalised, temperature-scaled logits
-  std::vector<uint8_t> seen_;     // (n_vocab) marks for the penalty, cleared after use
-  std::vector<Cand> cands_;       // surviving tokens
-  std::vector<float> heap_;       // top-k selection scratch
+  std::vector<float> work_;    // (n_vocab) penalised, temperature-scaled logits
+  std::vector<uint8_t> seen_;  // (n_vocab) marks for the penalty, cleared after use
+  std::vector<Cand> cands_;    // surviving tokens
+  std::vector<float> heap_;    // top-k selection scratch
 };
 
 }  // namespace iris::text

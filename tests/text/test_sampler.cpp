@@ -1,6 +1,6 @@
-// Sampler tests: greedy and its ties, top-k=1 == greedy, determinism per seed, empirical frequencies against the
-// truncated and renormalised distributions (chi-square bound with fixed seeds) for temperature, top-k, top-p and
-// min-p, HF's repetition penalty, and the errors for bad logits and bad parameters.
+// Sampler tests: greedy and its ties, top-k=1 == greedy, determinism per seed, empirical frequencies against
+// the truncated and renormalised distributions (chi-square bound with fixed seeds) for temperature, top-k,
+// top-p and min-p, HF's repetition penalty, and the errors for bad logits and bad parameters.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -28,8 +28,8 @@ std::vector<float> random_logits(size_t n, uint64_t seed, float scale = 3.0f) {
   return v;
 }
 
-// Reference for the expected distribution, written independently of the sampler: softmax of logits / T, then the
-// HF warpers in order, each renormalising over the survivors.
+// Reference for the expected distribution, written independently of the sampler: softmax of logits / T, then
+// the HF warpers in order, each renormalising over the survivors.
 std::vector<double> expected_probs(const std::vector<float>& logits, const SamplingParams& p) {
   const size_t n = logits.size();
   std::vector<double> l(n);
@@ -77,8 +77,8 @@ std::vector<int> counts(Sampler& s, const std::vector<float>& logits, int draws)
   return c;
 }
 
-// Pearson chi-square over the tokens with non-zero expected probability; tokens with zero probability must never
-// be drawn. With at most 5 degrees of freedom the 0.999 quantile is 20.5.
+// Pearson chi-square over the tokens with non-zero expected probability; tokens with zero probability must
+// never be drawn. With at most 5 degrees of freedom the 0.999 quantile is 20.5.
 void expect_matches(const std::vector<int>& c, const std::vector<double>& prob, int draws) {
   double chi2 = 0;
   for (size_t i = 0; i < c.size(); ++i) {
@@ -293,6 +293,15 @@ TEST(Sampler, MaskedTokensAreNeverSampled) {
     int32_t id = s.sample(l.data(), 4, {});
     EXPECT_TRUE(id == 1 || id == 3);
   }
+}
+
+TEST(Sampler, TinyTemperatureOverflowIsGreedy) {
+  SamplingParams p;
+  p.temperature = 1e-38f;  // 10 / 1e-38 overflows float
+  p.seed = 3;
+  Sampler s(p);
+  std::vector<float> l = {1.0f, 10.0f, 9.0f};
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(s.sample(l.data(), 3, {}), 1);
 }
 
 TEST(Sampler, BadLogitsThrow) {
