@@ -21,23 +21,21 @@ static double secs(Clock::time_point t0) { return std::chrono::duration<double>(
 // Memory read bandwidth (GB/s) with the current thread count: sums a 1 GiB buffer, best of 3. Decode streams
 // every weight once per token, so this bounds decode speed.
 static double read_bandwidth() {
-  const int64_t n = (int64_t(1) << 30) / 4;
-  static std::vector<float> buf(size_t(n), 1.0f);
+  const int64_t n = (int64_t(1) << 30) / 8;
+  static std::vector<uint64_t> buf(size_t(n), 1);
   double best = 1e30;
   for (int r = 0; r < 3; ++r) {
     auto t0 = Clock::now();
-    std::vector<double> part(size_t(cpu::num_threads()) * 8, 0.0);
+    std::vector<uint64_t> part(size_t(cpu::num_threads()) * 8, 0);
     cpu::parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
-      float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (int64_t i = b; i + 3 < e; i += 4) {
-        s0 += buf[size_t(i)], s1 += buf[size_t(i + 1)], s2 += buf[size_t(i + 2)], s3 += buf[size_t(i + 3)];
-      }
-      part[size_t(omp_get_thread_num()) * 8] += s0 + s1 + s2 + s3;
+      uint64_t s = 0;  // integer sums vectorise freely (no FP reassociation needed)
+      for (int64_t i = b; i < e; ++i) s += buf[size_t(i)];
+      part[size_t(omp_get_thread_num()) * 8] += s;
     });
     best = std::min(best, secs(t0));
-    if (part[0] < 0) std::printf("?");
+    if (part[0] == 42) std::printf("?");
   }
-  return double(n) * 4 / best / 1e9;
+  return double(n) * 8 / best / 1e9;
 }
 
 int main(int argc, char** argv) {

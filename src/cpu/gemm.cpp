@@ -46,11 +46,13 @@ struct LinearWeight::Impl {
   const float* f32_w = nullptr;
   memory::desc packed_md;       // bf16: layout of the packed weight
   memory packed;                // bf16: packed weight
+  // A primitive is bound to the thread count it was made with, so that is part of the key.
   struct Key {
     int64_t M, ldx, ldy;
     bool bias, acc;
+    int threads;
     bool operator<(const Key& o) const {
-      return std::tie(M, ldx, ldy, bias, acc) < std::tie(o.M, o.ldx, o.ldy, o.bias, o.acc);
+      return std::tie(M, ldx, ldy, bias, acc, threads) < std::tie(o.M, o.ldx, o.ldy, o.bias, o.acc, o.threads);
     }
   };
   std::mutex mu;
@@ -117,7 +119,7 @@ void LinearWeight::forward(const float* x, int64_t M, int64_t ldx, float* y, int
                            bool accumulate) const {
   if (M == 0) return;
   Impl& m = *impl_;
-  dnnl::matmul& prim = m.get({M, ldx, ldy, bias != nullptr, accumulate});
+  dnnl::matmul& prim = m.get({M, ldx, ldy, bias != nullptr, accumulate, num_threads()});
   dnnl::stream s(cpu_engine());
   std::vector<uint16_t> xb;
   std::unordered_map<int, memory> args;
