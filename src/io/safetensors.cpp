@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <regex>
 #include <set>
 
 namespace fs = std::filesystem;
@@ -650,12 +649,20 @@ void save_safetensors_sharded(const std::string& dir, const NamedTensors& tensor
   }
 
   // Remove the other layout's leftovers (what transformers' save_pretrained does for stale shards).
-  static const std::regex shard_re(R"(model-\d{5}-of-\d{5}\.safetensors)");
+  // "model-NNNNN-of-NNNNN.safetensors"
+  auto is_shard_name = [](const std::string& n) {
+    if (n.size() != 32 || n.compare(0, 6, "model-") != 0 || n.compare(11, 4, "-of-") != 0 ||
+        n.compare(20, 12, ".safetensors") != 0)
+      return false;
+    for (size_t i : {6, 7, 8, 9, 10, 15, 16, 17, 18, 19})
+      if (n[i] < '0' || n[i] > '9') return false;
+    return true;
+  };
   std::vector<fs::path> stale;
   for (const auto& de : fs::directory_iterator(d, ec)) {
     std::string name = de.path().filename().string();
     bool ours = name == "model.safetensors" || name == "model.safetensors.index.json" ||
-                std::regex_match(name, shard_re);
+                is_shard_name(name);
     if (ours && !keep.count(name)) stale.push_back(de.path());
   }
   for (const auto& p : stale) fs::remove(p, ec);  // best effort: the new checkpoint is already complete
