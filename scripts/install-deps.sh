@@ -7,6 +7,7 @@ pkgs=(build-essential cmake pkg-config git
       nlohmann-json3-dev     # JSON
       libcpp-httplib-dev     # HTTP server
       libcli11-dev           # command line
+      libssl-dev             # SHA-256 content hashes (image-embedding cache)
       libpcre2-dev           # tokenizer pre-tokenizer regexes
       libutf8proc-dev        # Unicode normalisation
       libjpeg62-turbo-dev libpng-dev zlib1g-dev  # image decoding

@@ -76,4 +76,19 @@ void Llama::forward(float* x, int64_t T, nn::KVCache& cache, float* logits, bool
   }
 }
 
+void Llama::decode_batch(float* x, int64_t n, nn::KVCache* const* caches, float* logits) const {
+  std::vector<int64_t> pos(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    pos[size_t(i)] = caches[i]->size();
+    IRIS_CHECK(pos[size_t(i)] < caches[i]->max_tokens(), "sequence ", i, ": the context (", caches[i]->max_tokens(),
+               " positions) is full");
+  }
+  nn::Scratch s;
+  for (int il = 0; il < int(layers_.size()); ++il)
+    layers_[size_t(il)].forward_batch(x, n, pos.data(), inv_freq_.data(), caches, il, s);
+  for (int64_t i = 0; i < n; ++i) caches[i]->set_size(pos[size_t(i)] + 1);
+  norm_.forward(x, x, n);
+  head_.forward(x, n, logits);
+}
+
 }  // namespace iris::models

@@ -25,6 +25,9 @@ class Llama {
   // last row; none when logits is null. The tap sees "layer_out" per layer and "output_norm".
   void forward(float* x, int64_t T, nn::KVCache& cache, float* logits, bool all_logits,
                const nn::Tap& tap = nullptr) const;
+  // One token for each of n sequences with their own caches (continuous batching): x (n, D) embeddings, row i
+  // appended to caches[i]; logits (n, V).
+  void decode_batch(float* x, int64_t n, nn::KVCache* const* caches, float* logits) const;
 
  private:
   LlamaConfig cfg_;

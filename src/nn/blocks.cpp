@@ -61,4 +61,37 @@ void DecoderBlock::forward(float* h, int64_t T, const int64_t* pos, int64_t pos0
   if (tap) tap("layer_out", il, h, T, D);
 }
 
+void DecoderBlock::forward_batch(float* h, int64_t n, const int64_t* pos, const float* inv_freq,
+                                 KVCache* const* caches, int il, Scratch& s) const {
+  const int64_t D = q.in_features(), qd = int64_t(n_head) * head_dim, kvd = int64_t(n_kv_head) * head_dim;
+  const int64_t I = gate.out_features();
+  float* xn = Scratch::get(s.a, size_t(n * std::max(D, 2 * kvd)));
+  float* qb = Scratch::get(s.b, size_t(n * qd));
+  float* ab = Scratch::get(s.c, size_t(n * qd));
+  float* g = Scratch::get(s.d, size_t(n * I));
+  float* u = Scratch::get(s.e, size_t(n * I));
+  attn_norm.forward(h, xn, n);
+  q.forward(xn, n, qb);
+  // Keys and values of all rows into g/u (free until the MLP), then into each sequence's cache.
+  k.forward(xn, n, g);
+  v.forward(xn, n, u);
+  ops::rope_forward(qb, qd, pos, inv_freq, n, n_head, head_dim, head_dim);
+  ops::rope_forward(g, kvd, pos, inv_freq, n, n_kv_head, head_dim, head_dim);
+  for (int64_t i = 0; i < n; ++i) {
+    IRIS_ASSERT(pos[i] < caches[i]->max_tokens());
+    std::copy_n(g + i * kvd, kvd, caches[i]->k(il) + pos[i] * kvd);
+    std::copy_n(u + i * kvd, kvd, caches[i]->v(il) + pos[i] * kvd);
+  }
+  for (int64_t i = 0; i < n; ++i)
+    ops::attention_forward(qb + i * qd, qd, caches[i]->k(il), kvd, caches[i]->v(il), kvd, ab + i * qd, qd, 1,
+                           pos[i] + 1, n_head, n_kv_head, head_dim, 1.0f / std::sqrt(float(head_dim)), true, pos[i],
+                           nullptr);
+  o.forward(ab, n, h, /*accumulate=*/true);
+  mlp_norm.forward(h, xn, n);
+  gate.forward(xn, n, g);
+  up.forward(xn, n, u);
+  ops::swiglu_forward(g, u, g, n * I);
+  down.forward(g, n, h, /*accumulate=*/true);
+}
+
 }  // namespace iris::nn

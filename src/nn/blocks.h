@@ -38,6 +38,10 @@ struct DecoderBlock {
   // h (T, D) at positions pos[0..T); the cache holds positions [0, pos0) and receives [pos0, pos0+T).
   void forward(float* h, int64_t T, const int64_t* pos, int64_t pos0, const float* inv_freq, KVCache& cache, int il,
                Scratch& s, const Tap& tap = nullptr) const;
+  // One new token for each of n sequences, each with its own cache (continuous batching): h (n, D); row i sits at
+  // position pos[i] and its key/value go to caches[i] at that position. The matrix products run once for all rows.
+  void forward_batch(float* h, int64_t n, const int64_t* pos, const float* inv_freq, KVCache* const* caches, int il,
+                     Scratch& s) const;
 };
 
 }  // namespace iris::nn

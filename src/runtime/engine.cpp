@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "runtime/text_stream.h"
 #include "text/jinja.h"
 
 namespace iris::runtime {
@@ -51,6 +52,13 @@ std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions
                " images but the vision tower takes ", lc.vision.image_size, "x", lc.vision.image_size);
   }
   return e;
+}
+
+std::vector<int32_t> Engine::eos_ids() const {
+  std::vector<int32_t> eos = tokenizer().eos_ids();
+  for (int e : model_->config().text().eos_token_ids)
+    if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
+  return eos;
 }
 
 const text::Tokenizer& Engine::tokenizer() const {
@@ -137,62 +145,32 @@ GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const std::v
   r.timings.prefill_ms = ms_since(t0);
   r.timings.prompt_tokens = S;
 
-  std::vector<int32_t> eos = tok.eos_ids();
-  for (int e : model_->config().text().eos_token_ids)
-    if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
   text::Sampler sampler(opt.sampling);
-  text::StreamDecoder detok(tok, /*skip_special_tokens=*/true);
+  TextStream stream(tok, eos_ids(), opt.stop, opt.stop_at_eos);
   std::vector<int32_t> history(prompt);
-  std::string pending;  // text held back while it could still be the start of a stop string
-  bool hit_stop_string = false;
   r.finish_reason = "length";
   auto t1 = Clock::now();
-  auto emit = [&](const std::string& piece) -> bool {
-    r.text += piece;
-    if (opt.stop.empty()) return !on_text || on_text(piece);
-    pending += piece;
-    for (const std::string& s : opt.stop) {
-      size_t at = pending.find(s);
-      if (at != std::string::npos) {
-        std::string before = pending.substr(0, at);
-        r.text.resize(r.text.size() - pending.size() + at);
-        if (on_text && !before.empty()) on_text(before);
-        hit_stop_string = true;
-        return false;
-      }
-    }
-    // Release everything that cannot begin a stop string.
-    size_t keep = 0;
-    for (const std::string& s : opt.stop)
-      for (size_t k = std::min(s.size() - 1, pending.size()); k > keep; --k)
-        if (pending.compare(pending.size() - k, k, s, 0, k) == 0) {
-          keep = k;
-          break;
-        }
-    std::string out = pending.substr(0, pending.size() - keep);
-    pending.erase(0, pending.size() - keep);
-    return out.empty() || !on_text || on_text(out);
-  };
   const int64_t limit = opt.max_new_tokens < 0 ? n_ctx_ - S : std::min<int64_t>(opt.max_new_tokens, n_ctx_ - S);
+  std::string piece;
   for (int64_t i = 0; i < limit; ++i) {
     int32_t id = sampler.sample(logits.data(), int64_t(logits.size()), history);
-    if (opt.stop_at_eos && std::find(eos.begin(), eos.end(), id) != eos.end()) {
-      r.finish_reason = "stop";
-      break;
-    }
-    r.tokens.push_back(id);
     history.push_back(id);
-    if (!emit(detok.push(id))) {
+    piece.clear();
+    bool go_on = stream.push(id, piece);
+    if (!piece.empty() && on_text && !on_text(piece)) go_on = false;
+    if (!go_on) {
       r.finish_reason = "stop";
       break;
     }
     if (i + 1 < limit) logits = session.decode(id);
   }
-  if (!hit_stop_string) {
-    std::string tail = detok.flush();
-    if (!tail.empty() && emit(tail) && !pending.empty() && on_text) on_text(pending);
-    else if (tail.empty() && !pending.empty() && on_text) on_text(pending);
+  if (r.finish_reason == "length") {
+    piece.clear();
+    stream.finish(piece);
+    if (!piece.empty() && on_text) on_text(piece);
   }
+  r.tokens = stream.tokens();
+  r.text = stream.text();
   r.timings.decode_ms = ms_since(t1);
   r.timings.generated_tokens = int64_t(r.tokens.size());
   return r;

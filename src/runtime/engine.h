@@ -58,6 +58,8 @@ class Engine {
 
   const models::Vlm& model() const { return *model_; }
   const text::Tokenizer& tokenizer() const;  // throws when the folder has no tokenizer.json
+  // Ids that end generation: the tokenizer's EOS (and generation_config's) and config.json's eos_token_id.
+  std::vector<int32_t> eos_ids() const;
   const vision::PreprocessConfig& preprocess_config() const { return pre_; }
   int64_t n_ctx() const { return n_ctx_; }
 

@@ -26,4 +26,20 @@ std::vector<float> Session::decode(int32_t token) {
   return logits;
 }
 
+std::vector<float> Session::decode_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens) {
+  IRIS_CHECK(sessions.size() == tokens.size() && !sessions.empty(), "decode_batch: ", sessions.size(), " sessions, ",
+             tokens.size(), " tokens");
+  const models::Llama& lm = sessions[0]->model_.text();
+  const int64_t n = int64_t(sessions.size()), D = lm.hidden_size(), V = lm.vocab_size();
+  std::vector<float> x(static_cast<size_t>(n * D)), logits(static_cast<size_t>(n * V));
+  std::vector<nn::KVCache*> caches;
+  for (int64_t i = 0; i < n; ++i) {
+    IRIS_CHECK(&sessions[size_t(i)]->model_ == &sessions[0]->model_, "decode_batch: sessions of different models");
+    lm.embed(&tokens[size_t(i)], 1, x.data() + i * D);
+    caches.push_back(&sessions[size_t(i)]->cache_);
+  }
+  lm.decode_batch(x.data(), n, caches.data(), logits.data());
+  return logits;
+}
+
 }  // namespace iris::runtime

@@ -21,6 +21,8 @@ class Session {
   // position (T*V) when all_logits.
   std::vector<float> prefill(const Tensor& emb, bool all_logits = false, const nn::Tap& tap = nullptr);
   std::vector<float> decode(int32_t token);
+  // One token for each session, batched through the matrix products: logits (n, V) row-major.
+  static std::vector<float> decode_batch(const std::vector<Session*>& sessions, const std::vector<int32_t>& tokens);
 
  private:
   const models::Vlm& model_;
