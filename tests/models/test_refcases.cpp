@@ -10,49 +10,17 @@
 #include "io/safetensors.h"
 #include "models/vit_clip.h"
 #include "models/vlm.h"
-#include "test_util.h"
+#include "model_test_util.h"
 
 using namespace iris;
+using test::Capture;
+using test::greedy;
+using test::ids_of;
+using test::max_diff;
 
 namespace {
 
 std::string refcase(const std::string& name) { return test::shared_dir() + "/refcases/" + name; }
-
-std::vector<int32_t> ids_of(const Tensor& t) {
-  Tensor i = t.to(DType::I64);
-  std::vector<int32_t> r(size_t(i.numel()));
-  for (size_t k = 0; k < r.size(); ++k) r[k] = int32_t(i.data<int64_t>()[k]);
-  return r;
-}
-
-double max_diff(const Tensor& a, const float* b, int64_t n) {
-  EXPECT_EQ(a.numel(), n);
-  return test::max_abs_diff(a.data<float>(), b, size_t(std::min(a.numel(), n)));
-}
-
-// Collects named intermediates by (name, layer).
-struct Capture {
-  std::map<std::pair<std::string, int>, std::vector<float>> m;
-  nn::Tap tap() {
-    return [this](std::string_view name, int il, const float* d, int64_t rows, int64_t cols) {
-      m[{std::string(name), il}].assign(d, d + rows * cols);
-    };
-  }
-};
-
-// Greedy continuation with the KV cache from the logits of the last prompt position.
-std::vector<int32_t> greedy(const models::Llama& lm, nn::KVCache& cache, std::vector<float> last, int n) {
-  std::vector<int32_t> out;
-  std::vector<float> x(size_t(lm.hidden_size())), logits(size_t(lm.vocab_size()));
-  for (int i = 0; i < n; ++i) {
-    int32_t tok = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
-    out.push_back(tok);
-    lm.embed(&tok, 1, x.data());
-    lm.forward(x.data(), 1, cache, logits.data(), false);
-    last = logits;
-  }
-  return out;
-}
 
 }  // namespace
 

@@ -14,9 +14,12 @@
 
 #include "io/npy.h"
 #include "models/vlm.h"
-#include "test_util.h"
+#include "model_test_util.h"
 
 using namespace iris;
+using test::greedy;
+using test::ids_of;
+using test::max_diff;
 
 namespace {
 
@@ -34,33 +37,6 @@ std::vector<std::string> shape_cases() {
 }
 
 bool has_file(const std::string& path) { return std::filesystem::exists(path); }
-
-std::vector<int32_t> ids_of(const Tensor& t) {
-  Tensor i = t.to(DType::I64);
-  std::vector<int32_t> r(size_t(i.numel()));
-  for (size_t k = 0; k < r.size(); ++k) r[k] = int32_t(i.data<int64_t>()[k]);
-  return r;
-}
-
-double max_diff(const Tensor& ref, const float* mine, int64_t n) {
-  EXPECT_EQ(ref.numel(), n);
-  Tensor r = ref.to(DType::F32);
-  return test::max_abs_diff(r.data<float>(), mine, size_t(std::min(r.numel(), n)));
-}
-
-// Greedy continuation with the KV cache from the logits of the last prompt position.
-std::vector<int32_t> greedy(const models::Llama& lm, nn::KVCache& cache, std::vector<float> last, int n) {
-  std::vector<int32_t> out;
-  std::vector<float> x(size_t(lm.hidden_size())), logits(size_t(lm.vocab_size()));
-  for (int i = 0; i < n; ++i) {
-    int32_t tok = int32_t(std::max_element(last.begin(), last.end()) - last.begin());
-    out.push_back(tok);
-    lm.embed(&tok, 1, x.data());
-    lm.forward(x.data(), 1, cache, logits.data(), false);
-    last = logits;
-  }
-  return out;
-}
 
 class ShapeCase : public ::testing::TestWithParam<std::string> {};
 
