@@ -12,7 +12,13 @@ pkgs=(build-essential cmake pkg-config git
       libutf8proc-dev        # Unicode normalisation
       libjpeg62-turbo-dev libpng-dev zlib1g-dev  # image decoding
       libopenmpi-dev openmpi-bin  # distributed training
-      libgtest-dev libgmock-dev libbenchmark-dev)
+      libgtest-dev libgmock-dev libbenchmark-dev
+      chromium               # serve tests: the chat page in headless Chromium
+)
+# serve tests: Node.js and npm (the openai client, playwright-core). Machines may bring their own Node.js (whose
+# package conflicts with Debian's npm), so Debian's are installed only when the commands are missing.
+command -v node >/dev/null || pkgs+=(nodejs)
+command -v npm >/dev/null || pkgs+=(npm)
 if [[ ${1:-} == --golden ]]; then pkgs+=(python3-numpy python3-torch python3-pil); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -2,6 +2,7 @@
 #include "cli/common.h"
 
 #include "cpu/threads.h"
+#include "train/lora.h"
 
 namespace iris::cli {
 
@@ -16,6 +17,7 @@ void ModelFlags::add(CLI::App& app) {
       ->check(CLI::IsMember({"none", "square"}));
   app.add_option("--max-image-pixels", max_image_pixels, "refuse images with more pixels than this (checked before decoding)");
   app.add_flag("--no-exif", no_exif, "ignore EXIF orientation");
+  app.add_option("--lora", lora, "LoRA adapter folder as PEFT writes it (adapter_config.json + adapter_model.safetensors)");
 }
 
 runtime::EngineOptions ModelFlags::engine_options() const {
@@ -27,6 +29,10 @@ runtime::EngineOptions ModelFlags::engine_options() const {
   o.pad_to_square = image_pad == "square";
   o.decode.max_pixels = max_image_pixels;
   o.decode.apply_exif_orientation = !no_exif;
+  if (!lora.empty()) {
+    std::string dir = lora;
+    o.on_model_loaded = [dir](models::Vlm& m) { train::apply_lora_adapter(m, dir); };
+  }
   return o;
 }
 

@@ -15,6 +15,7 @@ struct ModelFlags {
   std::string image_pad = "none";
   int64_t max_image_pixels = 50'000'000;
   bool no_exif = false;
+  std::string lora;  // PEFT adapter folder applied after loading
 
   void add(CLI::App& app);
   runtime::EngineOptions engine_options() const;
@@ -32,5 +33,9 @@ Runner add_run(CLI::App& app);
 Runner add_forward(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_init(CLI::App& app);
+Runner add_data(CLI::App& app);
+Runner add_eval(CLI::App& app);
+Runner add_serve(CLI::App& app);
+Runner add_train(CLI::App& app);
 
 }  // namespace iris::cli

@@ -17,7 +17,11 @@ int main(int argc, char** argv) {
   add("run", "answer a prompt about an image, streaming the answer", iris::cli::add_run);
   add("forward", "one forward pass for parity work: save logits, pixel values, vision features as .npy", iris::cli::add_forward);
   add("tokenize", "tokenize text with a tokenizer.json", iris::cli::add_tokenize);
+  add("serve", "an OpenAI-compatible HTTP server (chat completions with images, streaming) and a chat page", iris::cli::add_serve);
+  add("train", "train on one pre-tokenised batch (parity entry point): stages, LoRA, SGD/AdamW", iris::cli::add_train);
   add("init-model", "write a model folder with random weights (demo, tests, benchmarks)", iris::cli::add_init);
+  add("data", "dataset tools: generate the shapes world (iris data shapes)", iris::cli::add_data);
+  add("eval", "evaluate a model: VQA accuracy by question type, caption BLEU-4 and CIDEr, POPE", iris::cli::add_eval);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

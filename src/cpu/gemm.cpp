@@ -57,6 +57,7 @@ struct LinearWeight::Impl {
   };
   std::mutex mu;
   std::map<Key, dnnl::matmul> prims;
+  std::map<Key, dnnl::matmul> backward_prims;  // bf16 dx = dy W, keyed by (M, accumulate, threads)
 
   dnnl::matmul& get(const Key& k) {
     std::lock_guard<std::mutex> lock(mu);
@@ -105,6 +106,62 @@ LinearWeight::LinearWeight(Tensor w, MatmulPrecision precision) : w_(std::move(w
   m.packed_md = pd.weights_desc();
   memory user(memory::desc({m.K, m.N}, dt::bf16, memory::dims{1, m.K}), cpu_engine(), const_cast<void*>(wb.raw()));
   m.packed = memory(m.packed_md, cpu_engine());
+  dnnl::stream s(cpu_engine());
+  dnnl::reorder(user, m.packed).execute(s, user, m.packed);
+  s.wait();
+}
+
+void LinearWeight::backward_input(const float* dy, int64_t M, float* dx, bool accumulate) const {
+  if (M == 0) return;
+  Impl& m = *impl_;
+  const float* wf = m.f32_w ? m.f32_w : w_.dtype() == DType::F32 ? w_.data<float>() : nullptr;
+  if (wf) {
+    gemm_f32(false, false, M, m.K, m.N, 1.0f, dy, m.N, wf, m.K, accumulate ? 1.0f : 0.0f, dx, m.K);
+    return;
+  }
+  // bf16: dy (M, N) bf16 times W (N, K) bf16 in its plain row-major layout (the packed copy is laid out for the
+  // transposed product), accumulated in f32. An f16 weight is converted per call (rare: f16 checkpoints in bf16).
+  Tensor wb = w_.dtype() == DType::BF16 ? w_ : w_.to(DType::BF16);
+  const dnnl::engine& e = cpu_engine();
+  Impl::Key k{M, m.N, m.K, false, accumulate, num_threads()};
+  dnnl::matmul* prim;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    auto it = m.backward_prims.find(k);
+    if (it == m.backward_prims.end()) {
+      dnnl::primitive_attr attr;
+      if (accumulate) {
+        dnnl::post_ops po;
+        po.append_sum(1.0f);
+        attr.set_post_ops(po);
+      }
+      dnnl::matmul::desc d(memory::desc({M, m.N}, dt::bf16, tag::ab), memory::desc({m.N, m.K}, dt::bf16, tag::ab),
+                           memory::desc({M, m.K}, dt::f32, tag::ab));
+      it = m.backward_prims.emplace(k, dnnl::matmul(dnnl::matmul::primitive_desc(d, attr, e))).first;
+    }
+    prim = &it->second;
+  }
+  std::vector<uint16_t> db(size_t(M * m.N));
+  parallel_for(M * m.N, 4096, [&](int64_t b, int64_t en) {
+    for (int64_t i = b; i < en; ++i) db[size_t(i)] = f32_to_bf16(dy[i]);
+  });
+  std::unordered_map<int, memory> args;
+  args[DNNL_ARG_SRC] = memory(memory::desc({M, m.N}, dt::bf16, tag::ab), e, db.data());
+  args[DNNL_ARG_WEIGHTS] = memory(memory::desc({m.N, m.K}, dt::bf16, tag::ab), e, const_cast<void*>(wb.raw()));
+  args[DNNL_ARG_DST] = memory(memory::desc({M, m.K}, dt::f32, tag::ab), e, dx);
+  dnnl::stream s(e);
+  prim->execute(s, args);
+  s.wait();
+}
+
+void LinearWeight::repack() {
+  Impl& m = *impl_;
+  if (!m.bf16) {
+    IRIS_CHECK(m.f32_copy.empty(), "LinearWeight::repack: an f32 copy of a 16-bit weight cannot be refreshed");
+    return;
+  }
+  Tensor wb = w_.dtype() == DType::BF16 ? w_ : w_.to(DType::BF16);
+  memory user(memory::desc({m.K, m.N}, dt::bf16, memory::dims{1, m.K}), cpu_engine(), const_cast<void*>(wb.raw()));
   dnnl::stream s(cpu_engine());
   dnnl::reorder(user, m.packed).execute(s, user, m.packed);
   s.wait();

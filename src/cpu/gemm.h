@@ -36,6 +36,12 @@ class LinearWeight {
   // y(M,N) = x(M,K) W^T (+ bias(N)) (+ y if accumulate). x and y are row-major with the given leading dims.
   void forward(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy, const float* bias = nullptr,
                bool accumulate = false) const;
+  // Training, backward through the layer: dx(M,K) = dy(M,N) W (+ dx if accumulate), row-major, contiguous rows.
+  // In the precision of the forward: f32 weights in f32; bf16 weights with dy converted to bf16.
+  void backward_input(const float* dy, int64_t M, float* dx, bool accumulate = false) const;
+  // After the (owned, f32) weight tensor was updated in place: refresh the packed bf16 copy (no-op in f32,
+  // where the weight is read in place).
+  void repack();
 
   struct Impl;
 

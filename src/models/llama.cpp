@@ -1,12 +1,16 @@
-// Llama decoder forward.
+// Llama decoder: forward, training forward/backward, parameter slots.
 #include "models/llama.h"
 
 #include <numeric>
+
+#include "ops/embedding.h"
 
 namespace iris::models {
 
 void Llama::load(WeightLoader& w, const std::string& body, const std::string& head, const LlamaConfig& cfg) {
   cfg_ = cfg;
+  body_ = body;
+  head_name_ = head;
   const int64_t D = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size;
   const int64_t qd = int64_t(cfg.num_attention_heads) * cfg.head_dim, kvd = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
   embed_ = w.raw(body + "embed_tokens.weight", {V, D});
@@ -29,7 +33,8 @@ void Llama::load(WeightLoader& w, const std::string& body, const std::string& he
     layers_.push_back(std::move(b));
   }
   norm_ = w.rmsnorm(body + "norm", D, cfg.rms_norm_eps);
-  if (cfg.tie_word_embeddings && !w.has(head))
+  tied_ = cfg.tie_word_embeddings && !w.has(head);
+  if (tied_)
     head_.w = cpu::LinearWeight(embed_, w.precision());
   else
     head_.w = cpu::LinearWeight(w.raw(head, {V, D}), w.precision());
@@ -89,6 +94,98 @@ void Llama::decode_batch(float* x, int64_t n, nn::KVCache* const* caches, float*
   for (int64_t i = 0; i < n; ++i) caches[i]->set_size(pos[size_t(i)] + 1);
   norm_.forward(x, x, n);
   head_.forward(x, n, logits);
+}
+
+void Llama::forward_train(const float* x, int64_t T, LlamaActs& a, bool checkpointing) const {
+  const int64_t D = cfg_.hidden_size;
+  const int L = int(layers_.size());
+  a.T = T;
+  a.checkpointing = checkpointing;
+  a.pos.resize(size_t(T));
+  std::iota(a.pos.begin(), a.pos.end(), int64_t(0));
+  a.layers.resize(size_t(checkpointing ? std::min(L, 1) : L));
+  a.inputs.resize(checkpointing ? size_t(L) : 0);
+  a.pre_norm.assign(x, x + T * D);
+  float* h = a.pre_norm.data();
+  for (int il = 0; il < L; ++il) {
+    if (checkpointing) a.inputs[size_t(il)].assign(h, h + T * D);
+    layers_[size_t(il)].forward_train(h, T, a.pos.data(), inv_freq_.data(), a.layers[checkpointing ? 0 : size_t(il)]);
+  }
+  a.rstd.resize(size_t(T));
+  a.out.resize(size_t(T * D));
+  norm_.forward_train(h, a.out.data(), a.rstd.data(), T);
+}
+
+void Llama::backward(LlamaActs& a, float* dout, float* dx) const {
+  const int64_t D = cfg_.hidden_size, T = a.T;
+  const int L = int(layers_.size());
+  // Without an input gradient, layers below the lowest one that trains need no backward.
+  int lowest = 0;
+  if (!dx) {
+    lowest = L;
+    for (int il = 0; il < L; ++il)
+      if (layers_[size_t(il)].trains()) {
+        lowest = il;
+        break;
+      }
+  }
+  norm_.backward(a.pre_norm.data(), a.rstd.data(), dout, dout, T);
+  nn::Scratch s;
+  for (int il = L - 1; il >= lowest; --il) {
+    const nn::DecoderBlock& b = layers_[size_t(il)];
+    if (a.checkpointing && il != L - 1) {  // recompute this layer's activations (the last one's are still there)
+      std::vector<float> h = a.inputs[size_t(il)];
+      b.forward_train(h.data(), T, a.pos.data(), inv_freq_.data(), a.layers[0]);
+    }
+    b.backward(a.layers[a.checkpointing ? 0 : size_t(il)], T, a.pos.data(), inv_freq_.data(), dout, s);
+  }
+  if (dx) std::copy_n(dout, T * D, dx);
+}
+
+void Llama::embed_backward(const int32_t* ids, int64_t n, const float* dx) const {
+  if (!grad_embed_) return;
+  ops::embedding_backward(ids, n, dx, grad_embed_, cfg_.vocab_size, cfg_.hidden_size);
+}
+
+bool Llama::trains() const {
+  bool t = grad_embed_ || norm_.trains() || head_.trains();
+  for (const auto& b : layers_) t = t || b.trains();
+  return t;
+}
+
+std::vector<nn::ParamSlot> Llama::param_slots() {
+  std::vector<nn::ParamSlot> out;
+  nn::ParamSlot e = nn::tensor_slot(body_ + "embed_tokens.weight", embed_, grad_embed_, true);
+  if (tied_) {  // one tensor, two uses: the head computes with the same master and sums into the same gradient
+    nn::Linear* hl = &head_;
+    auto bind_table = e.bind;
+    e.bind = [bind_table, hl](const Tensor& master, float* grad, cpu::MatmulPrecision precision) {
+      bind_table(master, grad, precision);
+      hl->w = cpu::LinearWeight(master, precision);
+      hl->grad_w = grad;
+    };
+    e.refresh = [hl] {
+      if (hl->w.precision() == cpu::MatmulPrecision::BF16) hl->w.repack();
+    };
+  }
+  out.push_back(std::move(e));
+  for (int il = 0; il < int(layers_.size()); ++il)
+    layers_[size_t(il)].param_slots(body_ + "layers." + std::to_string(il) + ".", out);
+  nn::rmsnorm_slots(body_ + "norm", norm_, out);
+  if (!tied_) {
+    std::vector<nn::ParamSlot> h;
+    nn::linear_slots(head_name_.substr(0, head_name_.size() - std::string(".weight").size()), head_, h);
+    out.push_back(std::move(h[0]));
+  }
+  return out;
+}
+
+std::vector<nn::LinearSlot> Llama::linear_slots() {
+  std::vector<nn::LinearSlot> out;
+  for (int il = 0; il < int(layers_.size()); ++il)
+    layers_[size_t(il)].linear_slots(body_ + "layers." + std::to_string(il) + ".", "llm", out);
+  if (!tied_) out.push_back({head_name_.substr(0, head_name_.size() - std::string(".weight").size()), "llm", &head_});
+  return out;
 }
 
 }  // namespace iris::models

@@ -1,11 +1,25 @@
 // Llama decoder (LlamaForCausalLM): token embeddings, decoder blocks with RoPE and a KV cache, final RMSNorm,
-// LM head (tied to the embeddings when the config says so).
+// LM head (tied to the embeddings when the config says so). Inference forward with a KV cache, and the training
+// forward/backward pair over a whole sequence (the backward is the layer loop in reverse; optional per-layer
+// recomputation). The LM head and the loss are applied by the caller (train/), on the rows it needs.
 #pragma once
 #include "models/config.h"
 #include "models/weights.h"
 #include "nn/blocks.h"
 
 namespace iris::models {
+
+// What the decoder keeps for its backward.
+struct LlamaActs {
+  int64_t T = 0;
+  bool checkpointing = false;
+  std::vector<int64_t> pos;                  // (T) 0..T-1
+  std::vector<nn::DecoderBlockActs> layers;  // one per layer, or one reused when checkpointing
+  std::vector<std::vector<float>> inputs;    // checkpointing: each layer's input (T, D)
+  std::vector<float> pre_norm;               // (T, D) the final norm's input
+  std::vector<float> rstd;                   // (T)
+  std::vector<float> out;                    // (T, D) final-normed hidden states (the LM head's input)
+};
 
 class Llama {
  public:
@@ -29,8 +43,27 @@ class Llama {
   // appended to caches[i]; logits (n, V).
   void decode_batch(float* x, int64_t n, nn::KVCache* const* caches, float* logits) const;
 
+  const nn::Linear& head() const { return head_; }  // (V, D)
+  bool tied() const { return tied_; }                // the head is the embedding table
+
+  // Training forward over x (T, D) at positions 0..T-1, no cache; a.out gets the final-normed hidden states.
+  void forward_train(const float* x, int64_t T, LlamaActs& a, bool checkpointing) const;
+  // dout (T, D): gradient of a.out (destroyed). dx (T, D): gradient of x (nullptr: not needed, and the layers
+  // below the lowest one that trains are skipped). Accumulates the gradients of what trains.
+  void backward(LlamaActs& a, float* dout, float* dx) const;
+  // The embedding table's gradient for rows dx (n, D) of tokens ids (n); no-op when the table is frozen.
+  void embed_backward(const int32_t* ids, int64_t n, const float* dx) const;
+  bool embed_trains() const { return grad_embed_ != nullptr; }
+  bool trains() const;
+  // Training slots (HF names): embeddings, layers, final norm, and the head unless tied.
+  std::vector<nn::ParamSlot> param_slots();
+  std::vector<nn::LinearSlot> linear_slots();  // the layers' linears (and lm_head)
+
  private:
   LlamaConfig cfg_;
+  std::string body_, head_name_;  // weight-name prefix of the body, name of the head weight
+  bool tied_ = false;
+  float* grad_embed_ = nullptr;   // (V, D) when trained
   Tensor embed_;  // (V, D) as stored
   std::vector<nn::DecoderBlock> layers_;
   nn::RMSNorm norm_;

@@ -1,10 +1,11 @@
-// LLaVA projector forward.
+// LLaVA projector: forward, training forward/backward, parameter slots.
 #include "models/projector_mlp.h"
 
 namespace iris::models {
 
 void MlpProjector::load(WeightLoader& w, const std::string& prefix, int64_t vision_dim, int64_t text_dim,
                         const std::string& act, bool bias) {
+  prefix_ = prefix;
   l1_ = w.linear(prefix + "linear_1", text_dim, vision_dim, bias);
   // LLaVA-1.5 (and any created model) has the 2-layer MLP; a checkpoint without linear_2 is LLaVA v1's linear one.
   if (w.creating() || w.has(prefix + "linear_2.weight")) l2_ = w.linear(prefix + "linear_2", text_dim, text_dim, bias);
@@ -20,6 +21,46 @@ Tensor MlpProjector::forward(const float* x, int64_t n) const {
   Tensor z = Tensor::empty({n, dt});
   l2_.forward(y.data<float>(), n, z.data<float>());
   return z;
+}
+
+Tensor MlpProjector::forward_train(const float* x, int64_t n, ProjectorActs& a) const {
+  const int64_t dv = l1_.in_features(), dt = l1_.out_features();
+  a.n = n;
+  a.x.assign(x, x + n * dv);
+  Tensor y = Tensor::empty({n, dt});
+  l1_.forward_train(x, n, y.data<float>());
+  if (is_linear()) return y;
+  a.h.assign(y.data<float>(), y.data<float>() + n * dt);
+  ops::activation_forward(act_, y.data<float>(), y.data<float>(), n * dt);
+  Tensor z = Tensor::empty({n, dt});
+  l2_.forward_train(y.data<float>(), n, z.data<float>());
+  return z;
+}
+
+void MlpProjector::backward(const ProjectorActs& a, const float* dy, float* dx) const {
+  const int64_t n = a.n, dt = l1_.out_features();
+  if (is_linear()) {
+    l1_.backward(a.x.data(), dy, n, dx);
+    return;
+  }
+  std::vector<float> y(size_t(n * dt)), dh(size_t(n * dt));
+  ops::activation_forward(act_, a.h.data(), y.data(), n * dt);  // linear_2's input, recomputed
+  l2_.backward(y.data(), dy, n, dh.data());
+  ops::activation_backward(act_, a.h.data(), dh.data(), dh.data(), n * dt);
+  l1_.backward(a.x.data(), dh.data(), n, dx);
+}
+
+std::vector<nn::ParamSlot> MlpProjector::param_slots() {
+  std::vector<nn::ParamSlot> out;
+  nn::linear_slots(prefix_ + "linear_1", l1_, out);
+  if (!is_linear()) nn::linear_slots(prefix_ + "linear_2", l2_, out);
+  return out;
+}
+
+std::vector<nn::LinearSlot> MlpProjector::linear_slots() {
+  std::vector<nn::LinearSlot> out{{prefix_ + "linear_1", "projector", &l1_}};
+  if (!is_linear()) out.push_back({prefix_ + "linear_2", "projector", &l2_});
+  return out;
 }
 
 }  // namespace iris::models

@@ -1,9 +1,17 @@
 // LLaVA projector: linear_2(act(linear_1(x))) (LLaVA-1.5's 2-layer MLP), or linear_1 alone (LLaVA v1's linear).
+// Inference forward and the training forward/backward pair.
 #pragma once
 #include "models/weights.h"
 #include "ops/activations.h"
 
 namespace iris::models {
+
+// What the projector keeps for its backward (n rows).
+struct ProjectorActs {
+  int64_t n = 0;
+  std::vector<float> x;  // (n, vision_dim) input
+  std::vector<float> h;  // (n, text_dim) linear_1 output before the activation (linear_2's input is recomputed)
+};
 
 class MlpProjector {
  public:
@@ -14,7 +22,16 @@ class MlpProjector {
   // x (n, vision_dim) -> (n, text_dim)
   Tensor forward(const float* x, int64_t n) const;
 
+  // Training: the same, keeping the activations in a.
+  Tensor forward_train(const float* x, int64_t n, ProjectorActs& a) const;
+  // dy (n, text_dim) -> dx (n, vision_dim) (nullptr: not needed); accumulates the gradients of what trains.
+  void backward(const ProjectorActs& a, const float* dy, float* dx) const;
+  bool trains() const { return l1_.trains() || l2_.trains(); }
+  std::vector<nn::ParamSlot> param_slots();
+  std::vector<nn::LinearSlot> linear_slots();
+
  private:
+  std::string prefix_;
   nn::Linear l1_, l2_;
   ops::Activation act_ = ops::Activation::Gelu;
 };

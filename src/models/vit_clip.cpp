@@ -1,6 +1,7 @@
-// CLIP vision tower forward.
+// CLIP vision tower: forward, training forward/backward, parameter slots.
 #include "models/vit_clip.h"
 
+#include "ops/elementwise.h"
 #include "ops/patch.h"
 
 namespace iris::models {
@@ -8,6 +9,7 @@ namespace iris::models {
 void ClipVision::load(WeightLoader& w, const std::string& prefix, const ClipVisionConfig& cfg, int n_layers,
                       bool with_post_layernorm) {
   cfg_ = cfg;
+  prefix_ = prefix;
   const int64_t D = cfg.hidden_size, I = cfg.intermediate_size, C = cfg.num_channels, p = cfg.patch_size;
   if (n_layers < 0) n_layers = cfg.num_hidden_layers;
   IRIS_CHECK(n_layers <= cfg.num_hidden_layers, "vision tower has ", cfg.num_hidden_layers, " layers, asked for ",
@@ -66,6 +68,104 @@ Tensor ClipVision::post_layernorm(const Tensor& x) const {
   Tensor y = Tensor::empty(x.shape());
   post_ln_.forward(x.data<float>(), y.data<float>(), x.numel() / cfg_.hidden_size);
   return y;
+}
+
+void ClipVision::embed_train(const float* pixels, int64_t C, int64_t H, int64_t W, ClipVisionActs& a) const {
+  IRIS_CHECK(C == cfg_.num_channels && H == cfg_.image_size && W == cfg_.image_size, "vision tower expects pixel values (",
+             cfg_.num_channels, ", ", cfg_.image_size, ", ", cfg_.image_size, "), got (", C, ", ", H, ", ", W, ")");
+  const int64_t D = cfg_.hidden_size, p = cfg_.patch_size, np = (H / p) * (W / p), T = np + 1;
+  a.T = T;
+  a.cols.resize(size_t(np * C * p * p));
+  ops::patchify(pixels, C, H, W, p, a.cols.data());  // (np, C*p*p)
+  a.emb.resize(size_t(T * D));
+  float* e = a.emb.data();
+  patch_.forward_train(a.cols.data(), np, e + D);  // rows 1..np
+  const float* pos = pos_emb_.data<float>();
+  const float* cls = class_emb_.data<float>();
+  for (int64_t j = 0; j < D; ++j) e[j] = cls[j] + pos[j];
+  for (int64_t i = 1; i < T; ++i)
+    for (int64_t j = 0; j < D; ++j) e[i * D + j] += pos[i * D + j];
+  a.pre_mean.resize(size_t(T));
+  a.pre_rstd.resize(size_t(T));
+  a.out.resize(size_t(T * D));
+  pre_ln_.forward_train(e, a.out.data(), a.pre_mean.data(), a.pre_rstd.data(), T);
+}
+
+void ClipVision::forward_train(const float* pixels, int64_t C, int64_t H, int64_t W, int n_layers, ClipVisionActs& a,
+                               bool checkpointing) const {
+  IRIS_CHECK(n_layers >= 0 && n_layers <= loaded_layers(), "vision tower: ", n_layers, " layers asked, ",
+             loaded_layers(), " loaded");
+  embed_train(pixels, C, H, W, a);
+  a.n_layers = n_layers;
+  a.checkpointing = checkpointing;
+  a.layers.resize(size_t(checkpointing ? std::min(n_layers, 1) : n_layers));
+  a.inputs.resize(checkpointing ? size_t(n_layers) : 0);
+  float* h = a.out.data();
+  for (int il = 0; il < n_layers; ++il) {
+    if (checkpointing) {
+      a.inputs[size_t(il)].assign(h, h + a.out.size());
+      layers_[size_t(il)].forward_train(h, a.T, a.layers[0]);
+    } else {
+      layers_[size_t(il)].forward_train(h, a.T, a.layers[size_t(il)]);
+    }
+  }
+}
+
+void ClipVision::backward(ClipVisionActs& a, float* dout) const {
+  const int64_t D = cfg_.hidden_size, T = a.T, np = T - 1;
+  nn::Scratch s;
+  for (int il = a.n_layers - 1; il >= 0; --il) {
+    const nn::ViTBlock& b = layers_[size_t(il)];
+    if (a.checkpointing && il != a.n_layers - 1) {  // recompute (the last layer's activations are still there)
+      std::vector<float> h = a.inputs[size_t(il)];
+      b.forward_train(h.data(), T, a.layers[0]);
+    }
+    b.backward(a.layers[a.checkpointing ? 0 : size_t(il)], T, dout, s);
+  }
+  // pre_layrnorm, then emb = [class; patches] + positions.
+  pre_ln_.backward(a.emb.data(), a.pre_mean.data(), a.pre_rstd.data(), dout, dout, T);
+  if (grad_pos_emb_) ops::add_inplace(grad_pos_emb_, dout, T * D);
+  if (grad_class_emb_) ops::add_inplace(grad_class_emb_, dout, D);
+  if (patch_.trains()) patch_.backward(a.cols.data(), dout + D, np, nullptr);
+}
+
+bool ClipVision::trains(int n_layers) const {
+  bool t = grad_class_emb_ || grad_pos_emb_ || patch_.trains() || pre_ln_.trains();
+  for (int il = 0; il < n_layers && il < loaded_layers(); ++il) t = t || layers_[size_t(il)].trains();
+  return t;
+}
+
+std::vector<nn::ParamSlot> ClipVision::param_slots(int n_layers) {
+  const bool all = n_layers < 0;
+  if (all) n_layers = loaded_layers();
+  const int64_t D = cfg_.hidden_size, C = cfg_.num_channels, p = cfg_.patch_size;
+  std::vector<nn::ParamSlot> out;
+  const std::string e = prefix_ + "embeddings.";
+  out.push_back(nn::tensor_slot(e + "class_embedding", class_emb_, grad_class_emb_, true));
+  // The convolution weight is (D, C, p, p) in the checkpoint and (D, C*p*p) in the layer.
+  nn::Linear* pl = &patch_;
+  out.push_back({e + "patch_embedding.weight", patch_.w.tensor().view({D, C, p, p}), true,
+                 [pl, D](const Tensor& master, float* grad, cpu::MatmulPrecision precision) {
+                   pl->w = cpu::LinearWeight(master.view({D, -1}), precision);
+                   pl->grad_w = grad;
+                 },
+                 [pl] {
+                   if (pl->w.precision() == cpu::MatmulPrecision::BF16) pl->w.repack();
+                 }});
+  out.push_back(nn::tensor_slot(e + "position_embedding.weight", pos_emb_, grad_pos_emb_, true));
+  nn::layernorm_slots(prefix_ + "pre_layrnorm", pre_ln_, out);
+  for (int il = 0; il < n_layers; ++il)
+    layers_[size_t(il)].param_slots(prefix_ + "encoder.layers." + std::to_string(il) + ".", out);
+  if (all && post_ln_.w.defined()) nn::layernorm_slots(prefix_ + "post_layernorm", post_ln_, out);
+  return out;
+}
+
+std::vector<nn::LinearSlot> ClipVision::linear_slots(int n_layers) {
+  if (n_layers < 0) n_layers = loaded_layers();
+  std::vector<nn::LinearSlot> out;
+  for (int il = 0; il < n_layers; ++il)
+    layers_[size_t(il)].linear_slots(prefix_ + "encoder.layers." + std::to_string(il) + ".", "vision", out);
+  return out;
 }
 
 }  // namespace iris::models

@@ -1,11 +1,25 @@
 // CLIP vision tower (CLIPVisionTransformer): patch convolution as a matrix product, class token, learned
-// position embeddings, pre_layrnorm, pre-LN encoder layers, post_layernorm.
+// position embeddings, pre_layrnorm, pre-LN encoder layers, post_layernorm. Inference forward, and the training
+// forward/backward pair (the backward is the forward loop in reverse; optional per-layer recomputation).
 #pragma once
 #include "models/config.h"
 #include "models/weights.h"
 #include "nn/blocks.h"
 
 namespace iris::models {
+
+// What the vision tower keeps for its backward.
+struct ClipVisionActs {
+  int64_t T = 0;                            // tokens: patches + class token
+  int n_layers = 0;
+  bool checkpointing = false;
+  std::vector<float> cols;                  // (np, C*p*p) patches, for the patch weight gradient
+  std::vector<float> emb;                   // (T, D) embeddings before pre_layrnorm
+  std::vector<float> pre_mean, pre_rstd;    // (T)
+  std::vector<nn::ViTBlockActs> layers;     // one per layer, or one reused when checkpointing
+  std::vector<std::vector<float>> inputs;   // checkpointing: each layer's input (T, D)
+  std::vector<float> out;                   // (T, D) output of the last layer run
+};
 
 class ClipVision {
  public:
@@ -24,8 +38,25 @@ class ClipVision {
   // post_layernorm of rows (rows, D).
   Tensor post_layernorm(const Tensor& x) const;
 
+  // Training forward: like forward, keeping activations (with checkpointing only each layer's input, the rest is
+  // recomputed layer by layer in the backward). The output is a.out (T, D).
+  void forward_train(const float* pixels, int64_t C, int64_t H, int64_t W, int n_layers, ClipVisionActs& a,
+                     bool checkpointing) const;
+  // dout (T, D): the gradient of a.out (destroyed). Accumulates the gradients of what trains; no pixel gradient.
+  void backward(ClipVisionActs& a, float* dout) const;
+  bool trains(int n_layers) const;
+  // Training slots of the embeddings, pre_layrnorm and the first n_layers layers (-1: every loaded weight,
+  // post_layernorm included); HF names under the prefix given to load.
+  std::vector<nn::ParamSlot> param_slots(int n_layers);
+  std::vector<nn::LinearSlot> linear_slots(int n_layers);
+
  private:
+  void embed_train(const float* pixels, int64_t C, int64_t H, int64_t W, ClipVisionActs& a) const;
+
   ClipVisionConfig cfg_;
+  std::string prefix_;      // "vision_tower.vision_model." or the newer layout's
+  float* grad_class_emb_ = nullptr;  // (D,) when trained
+  float* grad_pos_emb_ = nullptr;    // (num_positions, D)
   nn::Linear patch_;        // (D, C*p*p), no bias
   Tensor class_emb_;        // (D,)
   Tensor pos_emb_;          // (num_positions, D)

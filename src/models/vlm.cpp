@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "io/npy.h"
 
@@ -124,6 +126,41 @@ void Vlm::save_folder(const std::string& dir, const ModelConfig& cfg, const io::
                      {"image_std", {0.26862954, 0.26130258, 0.27577711}}};
     io::write_file_atomic((fs::path(dir) / "preprocessor_config.json").string(), p.dump(2) + "\n");
   }
+}
+
+io::NamedTensors Vlm::state() {
+  std::vector<nn::ParamSlot> slots = text_.param_slots();
+  if (has_vision()) {
+    for (auto& sl : vision_.param_slots(-1)) slots.push_back(std::move(sl));
+    for (auto& sl : projector_.param_slots()) slots.push_back(std::move(sl));
+  }
+  std::map<std::string, Tensor> current;
+  for (const auto& sl : slots) current[sl.name] = sl.value;
+  io::NamedTensors out;
+  std::set<std::string> seen;
+  auto add = [&](const std::string& name, const Tensor& original) {
+    auto it = current.find(name);
+    out.emplace_back(name, it != current.end() ? it->second : original);
+    seen.insert(name);
+  };
+  if (!created_.empty()) {
+    for (const auto& [name, t] : created_) add(name, t);
+  } else {
+    for (const auto& name : ckpt_.names()) add(name, ckpt_.get(name));
+  }
+  for (const auto& sl : slots)
+    if (!seen.count(sl.name)) out.emplace_back(sl.name, sl.value);
+  return out;
+}
+
+std::vector<nn::LinearSlot> Vlm::linear_slots() {
+  std::vector<nn::LinearSlot> out;
+  if (has_vision()) {
+    out = vision_.linear_slots(cfg_.llava.feature_layer_index());
+    for (auto& sl : projector_.linear_slots()) out.push_back(sl);
+  }
+  for (auto& sl : text_.linear_slots()) out.push_back(sl);
+  return out;
 }
 
 ImageEncoding Vlm::encode_image(const float* pixels, int64_t C, int64_t H, int64_t W, const nn::Tap& tap) const {

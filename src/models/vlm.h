@@ -47,6 +47,16 @@ class Vlm {
   bool has_vision() const { return cfg_.arch == Architecture::Llava; }
   const Llama& text() const { return text_; }
   const ClipVision& vision() const { return vision_; }
+  const MlpProjector& projector() const { return projector_; }
+  // Mutable pieces, for training (train/ binds master copies, gradients and LoRA adapters into their layers).
+  Llama& text_mut() { return text_; }
+  ClipVision& vision_mut() { return vision_; }
+  MlpProjector& projector_mut() { return projector_; }
+  // Every weight with its Hugging Face name, as the layers compute with it now (a trained master copy, merged
+  // LoRA weights ...), plus the checkpoint's tensors no layer loaded (as stored): what a saved folder holds.
+  io::NamedTensors state();
+  // The linear layers that can take a LoRA adapter, vision (the layers LLaVA uses), projector and decoder.
+  std::vector<nn::LinearSlot> linear_slots();
   cpu::MatmulPrecision precision() const { return precision_; }
   int image_token_id() const { return cfg_.llava.image_token_index; }
   int64_t image_tokens_per_image() const { return has_vision() ? cfg_.llava.image_tokens_per_image() : 0; }

@@ -1,9 +1,10 @@
-// Forward passes of the transformer blocks.
+// Forward passes of the transformer blocks, and their training forward/backward pairs.
 #include "nn/blocks.h"
 
 #include <cmath>
 
 #include "ops/attention.h"
+#include "ops/elementwise.h"
 #include "ops/rope.h"
 
 namespace iris::nn {
@@ -92,6 +93,180 @@ void DecoderBlock::forward_batch(float* h, int64_t n, const int64_t* pos, const 
   up.forward(xn, n, u);
   ops::swiglu_forward(g, u, g, n * I);
   down.forward(g, n, h, /*accumulate=*/true);
+}
+
+// ---- training ------------------------------------------------------------------------------------------
+
+namespace {
+
+float* sized(std::vector<float>& v, int64_t n) {
+  v.resize(size_t(n));
+  return v.data();
+}
+
+float* zeroed(std::vector<float>& v, int64_t n) {
+  float* p = Scratch::get(v, size_t(n));
+  std::fill_n(p, n, 0.0f);
+  return p;
+}
+
+}  // namespace
+
+void ViTBlock::forward_train(float* h, int64_t T, ViTBlockActs& a) const {
+  const int64_t D = q.in_features(), I = fc1.out_features(), hd = D / n_head;
+  a.x.assign(h, h + T * D);
+  ln1.forward_train(h, sized(a.xn1, T * D), sized(a.mean1, T), sized(a.rstd1, T), T);
+  q.forward_train(a.xn1.data(), T, sized(a.q, T * D));
+  k.forward_train(a.xn1.data(), T, sized(a.k, T * D));
+  v.forward_train(a.xn1.data(), T, sized(a.v, T * D));
+  ops::attention_forward(a.q.data(), D, a.k.data(), D, a.v.data(), D, sized(a.att, T * D), D, T, T, n_head, n_head, hd,
+                         1.0f / std::sqrt(float(hd)), false, 0, sized(a.lse, n_head * T));
+  o.forward_train(a.att.data(), T, h, /*accumulate=*/true);
+  a.h1.assign(h, h + T * D);
+  ln2.forward_train(h, sized(a.xn2, T * D), sized(a.mean2, T), sized(a.rstd2, T), T);
+  fc1.forward_train(a.xn2.data(), T, sized(a.f1, T * I));
+  std::vector<float> act_out(size_t(T * I));
+  ops::activation_forward(act, a.f1.data(), act_out.data(), T * I);
+  fc2.forward_train(act_out.data(), T, h, /*accumulate=*/true);
+}
+
+void ViTBlock::backward(const ViTBlockActs& a, int64_t T, float* dh, Scratch& s) const {
+  const int64_t D = q.in_features(), I = fc1.out_features(), hd = D / n_head;
+  float* dI = Scratch::get(s.a, size_t(T * I));                // (T, I)
+  float* tmp = Scratch::get(s.b, size_t(T * std::max(D, I)));  // (T, I): fc2's input, later (T, D): d att
+  float* dxn = Scratch::get(s.c, size_t(T * D));               // (T, D)
+  // MLP: h2 = h1 + fc2(act(fc1(ln2(h1)))).
+  ops::activation_forward(act, a.f1.data(), tmp, T * I);
+  fc2.backward(tmp, dh, T, dI);
+  ops::activation_backward(act, a.f1.data(), dI, dI, T * I);
+  fc1.backward(a.xn2.data(), dI, T, dxn);
+  ln2.backward(a.h1.data(), a.mean2.data(), a.rstd2.data(), dxn, dxn, T);
+  ops::add_inplace(dh, dxn, T * D);  // dh is now d h1
+  // Attention: h1 = x + out_proj(attn(q, k, v)(ln1(x))).
+  float* datt = tmp;
+  o.backward(a.att.data(), dh, T, datt);
+  float* dq = Scratch::get(s.d, size_t(T * D));
+  float* dk = zeroed(s.e, T * D);
+  float* dv = zeroed(s.f, T * D);
+  ops::attention_backward(a.q.data(), D, a.k.data(), D, a.v.data(), D, a.att.data(), D, a.lse.data(), datt, D, dq, D,
+                          dk, D, dv, D, T, T, n_head, n_head, hd, 1.0f / std::sqrt(float(hd)), false, 0);
+  q.backward(a.xn1.data(), dq, T, dxn);
+  k.backward(a.xn1.data(), dk, T, dxn, /*accumulate_dx=*/true);
+  v.backward(a.xn1.data(), dv, T, dxn, /*accumulate_dx=*/true);
+  ln1.backward(a.x.data(), a.mean1.data(), a.rstd1.data(), dxn, dxn, T);
+  ops::add_inplace(dh, dxn, T * D);
+}
+
+bool ViTBlock::trains() const {
+  return ln1.trains() || ln2.trains() || q.trains() || k.trains() || v.trains() || o.trains() || fc1.trains() ||
+         fc2.trains();
+}
+
+void ViTBlock::param_slots(const std::string& prefix, std::vector<ParamSlot>& out) {
+  // Hugging Face's module order (CLIPEncoderLayer).
+  nn::linear_slots(prefix + "self_attn.k_proj", k, out);
+  nn::linear_slots(prefix + "self_attn.v_proj", v, out);
+  nn::linear_slots(prefix + "self_attn.q_proj", q, out);
+  nn::linear_slots(prefix + "self_attn.out_proj", o, out);
+  layernorm_slots(prefix + "layer_norm1", ln1, out);
+  nn::linear_slots(prefix + "mlp.fc1", fc1, out);
+  nn::linear_slots(prefix + "mlp.fc2", fc2, out);
+  layernorm_slots(prefix + "layer_norm2", ln2, out);
+}
+
+void ViTBlock::linear_slots(const std::string& prefix, const std::string& component, std::vector<LinearSlot>& out) {
+  out.push_back({prefix + "self_attn.k_proj", component, &k});
+  out.push_back({prefix + "self_attn.v_proj", component, &v});
+  out.push_back({prefix + "self_attn.q_proj", component, &q});
+  out.push_back({prefix + "self_attn.out_proj", component, &o});
+  out.push_back({prefix + "mlp.fc1", component, &fc1});
+  out.push_back({prefix + "mlp.fc2", component, &fc2});
+}
+
+void DecoderBlock::forward_train(float* h, int64_t T, const int64_t* pos, const float* inv_freq,
+                                 DecoderBlockActs& a) const {
+  const int64_t D = q.in_features(), qd = int64_t(n_head) * head_dim, kvd = int64_t(n_kv_head) * head_dim;
+  const int64_t I = gate.out_features();
+  a.x.assign(h, h + T * D);
+  attn_norm.forward_train(h, sized(a.xn1, T * D), sized(a.rstd1, T), T);
+  q.forward_train(a.xn1.data(), T, sized(a.q, T * qd));
+  k.forward_train(a.xn1.data(), T, sized(a.k, T * kvd));
+  v.forward_train(a.xn1.data(), T, sized(a.v, T * kvd));
+  ops::rope_forward(a.q.data(), qd, pos, inv_freq, T, n_head, head_dim, head_dim);
+  ops::rope_forward(a.k.data(), kvd, pos, inv_freq, T, n_kv_head, head_dim, head_dim);
+  ops::attention_forward(a.q.data(), qd, a.k.data(), kvd, a.v.data(), kvd, sized(a.att, T * qd), qd, T, T, n_head,
+                         n_kv_head, head_dim, 1.0f / std::sqrt(float(head_dim)), true, 0, sized(a.lse, n_head * T));
+  o.forward_train(a.att.data(), T, h, /*accumulate=*/true);
+  a.h1.assign(h, h + T * D);
+  mlp_norm.forward_train(h, sized(a.xn2, T * D), sized(a.rstd2, T), T);
+  gate.forward_train(a.xn2.data(), T, sized(a.g, T * I));
+  up.forward_train(a.xn2.data(), T, sized(a.u, T * I));
+  std::vector<float> sw(size_t(T * I));
+  ops::swiglu_forward(a.g.data(), a.u.data(), sw.data(), T * I);
+  down.forward_train(sw.data(), T, h, /*accumulate=*/true);
+}
+
+void DecoderBlock::backward(const DecoderBlockActs& a, int64_t T, const int64_t* pos, const float* inv_freq, float* dh,
+                            Scratch& s) const {
+  const int64_t D = q.in_features(), qd = int64_t(n_head) * head_dim, kvd = int64_t(n_kv_head) * head_dim;
+  const int64_t I = gate.out_features();
+  // MLP: h2 = h1 + down(silu(gate(m)) * up(m)), m = mlp_norm(h1).
+  float* dsw = Scratch::get(s.a, size_t(T * std::max(I, qd)));  // (T, I), later (T, qd): d att
+  float* dg = Scratch::get(s.b, size_t(T * I));                  // (T, I): first silu(g) * u, then d gate
+  float* du = Scratch::get(s.f, size_t(T * std::max(I, kvd)));   // (T, I), later (T, kvd): d v
+  float* dxn = Scratch::get(s.c, size_t(T * D));
+  ops::swiglu_forward(a.g.data(), a.u.data(), dg, T * I);
+  down.backward(dg, dh, T, dsw);
+  ops::swiglu_backward(a.g.data(), a.u.data(), dsw, dg, du, T * I);
+  gate.backward(a.xn2.data(), dg, T, dxn);
+  up.backward(a.xn2.data(), du, T, dxn, /*accumulate_dx=*/true);
+  mlp_norm.backward(a.h1.data(), a.rstd2.data(), dxn, dxn, T);
+  ops::add_inplace(dh, dxn, T * D);  // dh is now d h1
+  // Attention: h1 = x + o(attn(rope(q), rope(k), v)), q, k, v from attn_norm(x).
+  float* datt = dsw;
+  o.backward(a.att.data(), dh, T, datt);
+  float* dq = Scratch::get(s.d, size_t(T * qd));
+  float* dk = zeroed(s.e, T * kvd);
+  float* dv = zeroed(s.f, T * kvd);
+  ops::attention_backward(a.q.data(), qd, a.k.data(), kvd, a.v.data(), kvd, a.att.data(), qd, a.lse.data(), datt, qd,
+                          dq, qd, dk, kvd, dv, kvd, T, T, n_head, n_kv_head, head_dim,
+                          1.0f / std::sqrt(float(head_dim)), true, 0);
+  ops::rope_backward(dq, qd, pos, inv_freq, T, n_head, head_dim, head_dim);
+  ops::rope_backward(dk, kvd, pos, inv_freq, T, n_kv_head, head_dim, head_dim);
+  q.backward(a.xn1.data(), dq, T, dxn);
+  k.backward(a.xn1.data(), dk, T, dxn, /*accumulate_dx=*/true);
+  v.backward(a.xn1.data(), dv, T, dxn, /*accumulate_dx=*/true);
+  attn_norm.backward(a.x.data(), a.rstd1.data(), dxn, dxn, T);
+  ops::add_inplace(dh, dxn, T * D);
+}
+
+bool DecoderBlock::trains() const {
+  return attn_norm.trains() || mlp_norm.trains() || q.trains() || k.trains() || v.trains() || o.trains() ||
+         gate.trains() || up.trains() || down.trains();
+}
+
+void DecoderBlock::param_slots(const std::string& prefix, std::vector<ParamSlot>& out) {
+  // Hugging Face's module order (LlamaDecoderLayer).
+  nn::linear_slots(prefix + "self_attn.q_proj", q, out);
+  nn::linear_slots(prefix + "self_attn.k_proj", k, out);
+  nn::linear_slots(prefix + "self_attn.v_proj", v, out);
+  nn::linear_slots(prefix + "self_attn.o_proj", o, out);
+  nn::linear_slots(prefix + "mlp.gate_proj", gate, out);
+  nn::linear_slots(prefix + "mlp.up_proj", up, out);
+  nn::linear_slots(prefix + "mlp.down_proj", down, out);
+  rmsnorm_slots(prefix + "input_layernorm", attn_norm, out);
+  rmsnorm_slots(prefix + "post_attention_layernorm", mlp_norm, out);
+}
+
+void DecoderBlock::linear_slots(const std::string& prefix, const std::string& component,
+                                std::vector<LinearSlot>& out) {
+  out.push_back({prefix + "self_attn.q_proj", component, &q});
+  out.push_back({prefix + "self_attn.k_proj", component, &k});
+  out.push_back({prefix + "self_attn.v_proj", component, &v});
+  out.push_back({prefix + "self_attn.o_proj", component, &o});
+  out.push_back({prefix + "mlp.gate_proj", component, &gate});
+  out.push_back({prefix + "mlp.up_proj", component, &up});
+  out.push_back({prefix + "mlp.down_proj", component, &down});
 }
 
 }  // namespace iris::nn

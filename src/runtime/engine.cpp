@@ -19,6 +19,7 @@ static double ms_since(Clock::time_point t0) {
 std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions& opt) {
   auto e = std::make_unique<Engine>();
   e->model_ = models::Vlm::load(dir, opt.load);
+  if (opt.on_model_loaded) opt.on_model_loaded(*e->model_);
   const models::LlamaConfig& tc = e->model_->config().text();
   e->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min<int64_t>(tc.max_position_embeddings, 4096);
   e->dir_ = dir;

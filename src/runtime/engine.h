@@ -21,6 +21,8 @@ struct EngineOptions {
   int64_t n_ctx = 0;             // 0: the model's max_position_embeddings, capped at 4096
   bool pad_to_square = false;    // LLaVA-1.5's original "pad" aspect-ratio mode (--image-pad square)
   vision::DecodeOptions decode;  // pixel limit, EXIF orientation
+  // Runs on the model right after loading (e.g. the CLI applies a LoRA adapter here).
+  std::function<void(models::Vlm&)> on_model_loaded;
 };
 
 struct ChatMessage {

@@ -132,9 +132,11 @@ void Scheduler::loop() {
       }
       if (!error.empty() || a->handle->cancelled()) {
         if (a->handle->cancelled()) a->result.finish_reason = "cancelled";
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++stats_.completed;  // counted before on_done, so a caller woken by it sees the count
+        }
         if (a->req.on_done) a->req.on_done(a->result, error);
-        std::lock_guard<std::mutex> lock(mu_);
-        ++stats_.completed;
         continue;
       }
       std::lock_guard<std::mutex> lock(mu_);
@@ -194,7 +196,11 @@ void Scheduler::step() {
       a->done = true;
     }
   }
-  // 2. Retire finished requests.
+  // 2. Retire finished requests (counted before their on_done runs).
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& a : active_) stats_.completed += a->done ? 1 : 0;
+  }
   for (auto& a : active_) {
     if (!a->done) continue;
     if (a->stream) {
@@ -209,10 +215,8 @@ void Scheduler::step() {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    size_t before = active_.size();
     active_.erase(std::remove_if(active_.begin(), active_.end(), [](const auto& a) { return a->done; }),
                   active_.end());
-    stats_.completed += int64_t(before - active_.size());
     stats_.active = int64_t(active_.size());
   }
   if (active_.empty()) return;
@@ -227,14 +231,15 @@ void Scheduler::step() {
   try {
     logits = Session::decode_batch(sessions, tokens);
   } catch (const std::exception& e) {  // cannot happen for validated requests; fail them rather than the server
-    for (auto& a : active_) {
-      a->done = true;
-      if (a->req.on_done) a->req.on_done(a->result, e.what());
+    std::vector<std::unique_ptr<Active>> failed;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.completed += int64_t(active_.size());
+      failed.swap(active_);
+      stats_.active = 0;
     }
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.completed += int64_t(active_.size());
-    active_.clear();
-    stats_.active = 0;
+    for (auto& a : failed)
+      if (a->req.on_done) a->req.on_done(a->result, e.what());
     return;
   }
   const int64_t V = engine_.model().text().vocab_size();

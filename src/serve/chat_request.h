@@ -1,7 +1,7 @@
 // The body of POST /v1/chat/completions, parsed and validated as OpenAI defines it: messages of text and
-// image_url parts, sampling fields, stop strings, streaming options. Every violation is an HttpError(400) naming
-// the field; fields OpenAI defines that iris does not implement are accepted only at their neutral values, and
-// unknown fields are refused, as OpenAI refuses them.
+// image_url parts, sampling fields, stop strings, streaming options. Every violation is an HttpError(400)
+// naming the field; fields OpenAI defines that iris does not implement are accepted only at their neutral
+// values, and unknown fields are refused, as OpenAI refuses them.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -14,8 +14,8 @@ namespace iris::serve {
 
 struct ChatLimits {
   size_t max_messages = 256;
-  size_t max_images = 8;       // per request
-  size_t max_stop = 4;         // OpenAI's limit on stop strings
+  size_t max_images = 8;        // per request
+  size_t max_stop = 4;          // OpenAI's limit on stop strings
   size_t max_stop_bytes = 256;  // per stop string
 };
 
@@ -34,16 +34,18 @@ struct ChatRequest {
   std::string model;  // as the client named it (iris serves one model whatever the name)
   std::vector<ChatMessageIn> messages;
   bool stream = false;
-  bool include_usage = false;              // stream_options.include_usage
-  std::optional<int64_t> max_tokens;       // max_completion_tokens, else max_tokens
-  text::SamplingParams sampling;           // temperature, top_p, seed (+ extensions top_k, min_p, repetition_penalty)
+  bool include_usage = false;         // stream_options.include_usage
+  std::optional<int64_t> max_tokens;  // max_completion_tokens, else max_tokens
+  text::SamplingParams sampling;  // temperature, top_p, seed (+ extensions top_k, min_p, repetition_penalty)
   bool seed_given = false;
   std::vector<std::string> stop;
 
   size_t n_images() const;
 };
 
-// Throws HttpError(400) on malformed JSON or any invalid field.
-ChatRequest parse_chat_request(const std::string& body, const ChatLimits& limits = {});
+// Throws HttpError(400) on malformed JSON or any invalid field. Sampling fields the request leaves out keep
+// the values of `defaults` (the server's --temp, --top-p, ...).
+ChatRequest parse_chat_request(const std::string& body, const ChatLimits& limits = {},
+                               const text::SamplingParams& defaults = {});
 
 }  // namespace iris::serve

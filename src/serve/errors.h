@@ -1,10 +1,10 @@
-// HTTP errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}. Parsing and validation throw
-// HttpError with the status to answer; the server turns it (and anything unexpected) into the JSON body once.
+// HTTP errors in OpenAI's shape: {"error": {"message", "type", "param", "code"}}. Parsing and validation
+// throw HttpError with the status to answer; the server turns it (and anything unexpected) into the JSON body
+// once.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace iris::serve {
 
@@ -28,13 +28,14 @@ class HttpError : public std::runtime_error {
 // OpenAI's default error type for a status.
 const char* error_type_for_status(int status);
 
-// {"error": {...}}; empty param/code become null, as OpenAI writes them.
-nlohmann::json error_body(int status, const std::string& message, const std::string& param = {},
-                          const std::string& code = {}, const std::string& type = {});
-nlohmann::json error_body(const HttpError& e);
+// {"error": {...}} (keys in OpenAI's order); empty param/code become null, as OpenAI writes them.
+nlohmann::ordered_json error_body(int status, const std::string& message, const std::string& param = {},
+                                  const std::string& code = {}, const std::string& type = {});
+nlohmann::ordered_json error_body(const HttpError& e);
 
 // JSON text for a response: invalid UTF-8 (never expected, but model output is not trusted) becomes U+FFFD
 // instead of an exception.
 std::string dump_json(const nlohmann::json& j);
+std::string dump_json(const nlohmann::ordered_json& j);  // keys in the order OpenAI writes them
 
 }  // namespace iris::serve

@@ -1,0 +1,51 @@
+// iris data: dataset tools. `iris data shapes` writes the generated shapes world (images, LLaVA JSON,
+// captions, POPE probes, ground-truth scenes) for training and evaluating the built-in model.
+#include <cstdio>
+
+#include "cli/common.h"
+#include "data/shapes.h"
+
+namespace iris::cli {
+
+Runner add_data(CLI::App& app) {
+  app.require_subcommand(1);
+  CLI::App* shapes = app.add_subcommand(
+      "shapes",
+      "generate images of coloured shapes with captions, typed questions and POPE probes (deterministic)");
+  auto o = std::make_shared<data::ShapesOptions>();
+  auto out = std::make_shared<std::string>();
+  shapes
+      ->add_option("--out", *out,
+                   "output folder (images/, llava.json, captions.jsonl, pope.jsonl, scenes.jsonl, meta.json)")
+      ->required();
+  shapes->add_option("--n", o->n, "number of images")->required();
+  shapes->add_option("--seed", o->seed, "random seed (same seed and split: byte-identical files)");
+  shapes->add_option("--min-size", o->min_size, "smallest image side in pixels (default 64)");
+  shapes->add_option("--max-size", o->max_size, "largest image side in pixels (default 224)");
+  shapes->add_flag("--text", o->text,
+                   "draw short words and numbers on some objects and ask about them (OCR)");
+  shapes->add_option("--split", o->split, "split name, part of the random key (default train)");
+  return [shapes, o, out] {
+    if (!shapes->parsed()) return 1;
+    data::validate(*o);
+    std::fprintf(stderr, "writing %lld images to %s\n", static_cast<long long>(o->n), out->c_str());
+    data::ShapesSummary s = data::write_shapes_dataset(*out, *o, [](int64_t done, int64_t total) {
+      std::fprintf(stderr, "\r%lld / %lld images", static_cast<long long>(done),
+                   static_cast<long long>(total));
+      std::fflush(stderr);
+    });
+    std::fprintf(stderr, "\n");
+    std::printf(
+        "%s: %lld images, %lld objects, %lld conversations (%lld questions), %lld captions, %lld POPE "
+        "probes\n",
+        out->c_str(), static_cast<long long>(s.images), static_cast<long long>(s.objects),
+        static_cast<long long>(s.conversations), static_cast<long long>(s.questions),
+        static_cast<long long>(s.captions), static_cast<long long>(s.pope));
+    std::string types;
+    for (const auto& [t, n] : s.questions_by_type) types += " " + t + "=" + std::to_string(n);
+    std::printf("questions by type:%s\n", types.c_str());
+    return 0;
+  };
+}
+
+}  // namespace iris::cli

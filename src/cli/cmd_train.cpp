@@ -1,0 +1,153 @@
+// iris train: the parity entry point. Trains on one pre-tokenised batch (--pixel-values, --input-ids, --labels as
+// .npy; labels -100 are ignored) with the seed's stages, SGD or AdamW, and writes the loss before each step and
+// the trained weights as a Hugging Face folder (and a PEFT adapter when LoRA is on).
+#include <cstdio>
+#include <filesystem>
+
+#include "cli/common.h"
+#include "cpu/threads.h"
+#include "io/npy.h"
+#include "train/lora.h"
+#include "train/optim.h"
+#include "train/schedule.h"
+#include "train/trainable.h"
+
+namespace iris::cli {
+
+namespace {
+
+std::vector<int32_t> int_ids(const std::string& path, const char* what) {
+  Tensor t = io::load_npy(path);
+  IRIS_CHECK(t.ndim() == 1 || (t.ndim() == 2 && t.dim(0) == 1), path, ": ", what, " must be (S,) or (1, S), got ",
+             shape_str(t.shape()));
+  IRIS_CHECK(t.dtype() == DType::I64 || t.dtype() == DType::I32, path, ": ", what, " must be int64 or int32");
+  Tensor i = t.to(DType::I64);
+  std::vector<int32_t> r(static_cast<size_t>(i.numel()));
+  for (size_t k = 0; k < r.size(); ++k) {
+    int64_t v = i.data<int64_t>()[k];
+    IRIS_CHECK(v >= -100 && v <= INT32_MAX, path, ": value ", v, " at ", k, " is out of range");
+    r[k] = int32_t(v);
+  }
+  return r;
+}
+
+}  // namespace
+
+Runner add_train(CLI::App& app) {
+  struct Opts {
+    std::string model, pixel_values, input_ids, labels, out, save_losses, optimizer = "adamw", dtype = "f32";
+    std::string schedule = "constant";
+    int stage = 2, lora_rank = 0, steps = 1, threads = 0;
+    int64_t warmup = 0;
+    float lora_alpha = 16, lora_dropout = 0;
+    double lr = 1e-3, momentum = 0, weight_decay = 0, eps = 1e-8, max_grad_norm = 0;
+    std::vector<double> betas{0.9, 0.999};
+    bool decay_all = false;
+    uint64_t seed = 0;
+  };
+  auto o = std::make_shared<Opts>();
+  app.add_option("-m,--model", o->model, "model folder (Hugging Face layout)")->required();
+  app.add_option("--pixel-values", o->pixel_values, "normalised pixel values .npy, (1, 3, H, W) float32");
+  app.add_option("--input-ids", o->input_ids, "input ids .npy, (1, S), image tokens expanded")->required();
+  app.add_option("--labels", o->labels, "labels .npy, (1, S), -100 = not supervised (shifted by one inside)")->required();
+  app.add_option("--stage", o->stage, "1: projector; 2: projector + LLM (full, or LoRA with --lora-rank); 3: everything")
+      ->check(CLI::Range(1, 3));
+  app.add_option("--lora-rank", o->lora_rank, "LoRA rank (0: full fine-tuning)");
+  app.add_option("--lora-alpha", o->lora_alpha, "LoRA alpha (scale alpha/rank)");
+  app.add_option("--lora-dropout", o->lora_dropout, "LoRA dropout");
+  app.add_option("--optimizer", o->optimizer, "sgd or adamw")->check(CLI::IsMember({"sgd", "adamw"}));
+  app.add_option("--lr", o->lr, "learning rate");
+  app.add_option("--momentum", o->momentum, "SGD momentum");
+  app.add_option("--weight-decay", o->weight_decay, "weight decay (AdamW: decoupled; SGD: L2 on the gradient)");
+  app.add_option("--betas", o->betas, "AdamW betas, e.g. --betas 0.9 0.999")->expected(2);
+  app.add_option("--eps", o->eps, "AdamW epsilon");
+  app.add_flag("--decay-all", o->decay_all, "weight decay on every trained tensor (norms and biases too)");
+  app.add_option("--schedule", o->schedule, "constant (default: no schedule), linear or cosine")
+      ->check(CLI::IsMember({"constant", "linear", "cosine"}));
+  app.add_option("--warmup", o->warmup, "warmup steps");
+  app.add_option("--max-grad-norm", o->max_grad_norm, "clip gradients to this global norm (0: off)");
+  app.add_option("--steps", o->steps, "optimizer steps on the batch")->check(CLI::PositiveNumber);
+  app.add_option("--save-losses", o->save_losses, "write the loss before each step, (steps,) float32 .npy");
+  app.add_option("--out", o->out, "write the trained model (HF folder; + PEFT adapter when LoRA is on)");
+  app.add_option("--dtype", o->dtype, "matrix-product precision of trained layers: f32 or bf16")
+      ->check(CLI::IsMember({"f32", "bf16"}));
+  app.add_option("-t,--threads", o->threads, "threads");
+  app.add_option("--seed", o->seed, "seed (LoRA initialisation, dropout)");
+  return [o] {
+    cpu::set_num_threads(o->threads);
+    auto model = models::Vlm::load(o->model, {models::WeightPrecision::F32, /*full_vision_tower=*/o->stage == 3});
+    train::TrainSpec spec = train::stage_spec(o->stage, o->lora_rank);
+    spec.lora.alpha = o->lora_alpha;
+    spec.lora.dropout = o->lora_dropout;
+    spec.seed = o->seed;
+    spec.precision = o->dtype == "bf16" ? cpu::MatmulPrecision::BF16 : cpu::MatmulPrecision::F32;
+    train::TrainableVlm tv(*model, spec);
+
+    train::Example ex;
+    ex.ids = int_ids(o->input_ids, "input ids");
+    ex.labels = int_ids(o->labels, "labels");
+    IRIS_CHECK(ex.ids.size() == ex.labels.size(), "input ids (", ex.ids.size(), ") and labels (", ex.labels.size(),
+               ") differ in length");
+    if (!o->pixel_values.empty()) {
+      Tensor px = io::load_npy(o->pixel_values);
+      IRIS_CHECK(px.ndim() == 4 && px.dtype() == DType::F32, o->pixel_values,
+                 ": pixel values must be float32 (N, C, H, W), got ", shape_str(px.shape()));
+      for (int64_t i = 0; i < px.dim(0); ++i) {
+        Tensor one = px.select(0, i).contiguous();
+        ex.pixel_values.emplace_back(one.data<float>(), one.data<float>() + one.numel());
+      }
+    }
+    const int64_t n_sup = train::supervised_count(ex);
+    IRIS_CHECK(n_sup > 0, "no supervised tokens: every label after the first is -100");
+
+    train::OptimizerConfig oc;
+    oc.kind = o->optimizer;
+    oc.lr = o->lr;
+    oc.momentum = o->momentum;
+    oc.weight_decay = o->weight_decay;
+    oc.beta1 = o->betas[0];
+    oc.beta2 = o->betas[1];
+    oc.eps = o->eps;
+    oc.decay_all = o->decay_all;
+    auto opt = train::Optimizer::create(oc);
+    train::ScheduleConfig sc;
+    sc.kind = o->schedule;
+    sc.warmup_steps = o->warmup;
+    sc.total_steps = o->steps;
+
+    std::vector<float> losses;
+    for (int step = 0; step < o->steps; ++step) {
+      tv.zero_grad();
+      // Mean over supervised tokens, as Hugging Face's loss: scale the summed-loss gradient by 1/count.
+      auto [sum, count] = tv.forward_backward(ex, 1.0f / float(n_sup));
+      losses.push_back(float(sum / double(count)));
+      std::vector<train::ParamRef> refs;
+      for (train::Param* p : tv.params())
+        refs.push_back({p->name, p->value.data<float>(), p->grad.data<float>(), p->value.numel(), p->decay});
+      double gnorm = o->max_grad_norm > 0 ? train::clip_grad_norm(refs, o->max_grad_norm) : 0.0;
+      double lr = train::schedule_lr(sc, o->lr, step);
+      opt->step(refs, lr);
+      tv.weights_updated();
+      std::fprintf(stderr, "step %d: loss %.6f (%lld tokens), lr %.3g%s\n", step + 1, losses.back(),
+                   (long long)count, lr, o->max_grad_norm > 0 ? (", grad norm " + std::to_string(gnorm)).c_str() : "");
+    }
+    if (!o->save_losses.empty())
+      io::save_npy(o->save_losses, Tensor::from_vector(losses, {int64_t(losses.size())}));
+    if (!o->out.empty()) {
+      const models::ModelConfig& cfg = model->config();
+      if (o->lora_rank > 0) {
+        train::save_peft_adapter(o->out + "/adapter", tv, o->model);
+        std::fprintf(stderr, "wrote the LoRA adapter to %s/adapter\n", o->out.c_str());
+      }
+      models::Vlm::save_folder(o->out, cfg, tv.full_state(), DType::F32);
+      for (const char* f : {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json"}) {
+        std::filesystem::path src = std::filesystem::path(o->model) / f;
+        if (std::filesystem::exists(src)) io::write_file_atomic(o->out + "/" + f, io::read_file(src.string()));
+      }
+      std::fprintf(stderr, "wrote %s\n", o->out.c_str());
+    }
+    return 0;
+  };
+}
+
+}  // namespace iris::cli
