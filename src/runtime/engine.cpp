@@ -72,6 +72,12 @@ std::string Engine::render_prompt(const std::vector<ChatMessage>& messages, bool
   if (!chat_template_.empty()) {
     nlohmann::json msgs = nlohmann::json::array();
     for (const ChatMessage& m : messages) {
+      // Processor templates (VLMs) iterate over content parts; tokenizer templates of text models expect a string.
+      if (!model_->has_vision()) {
+        IRIS_CHECK(m.n_images == 0, "this model has no vision tower: it cannot take an image");
+        msgs.push_back({{"role", m.role}, {"content", m.text}});
+        continue;
+      }
       nlohmann::json content = nlohmann::json::array();
       for (int i = 0; i < m.n_images; ++i) content.push_back({{"type", "image"}});
       content.push_back({{"type", "text"}, {"text", m.text}});

@@ -1,0 +1,33 @@
+// Prompt building for a text-only model with a tokenizer chat template (Llama-3's, which expects string content):
+// the rendered text and its tokens are what the template and tokenizer give.
+#include <gtest/gtest.h>
+
+#include "runtime/engine.h"
+#include "test_util.h"
+
+using namespace iris;
+
+TEST(EnginePrompt, TextModelUsesTokenizerTemplateWithStringContent) {
+  models::ModelConfig cfg;
+  cfg.arch = models::Architecture::Llama;
+  models::LlamaConfig& t = cfg.llava.text;
+  t.vocab_size = 128256, t.hidden_size = 16, t.intermediate_size = 32, t.num_hidden_layers = 1;
+  t.num_attention_heads = 2, t.num_key_value_heads = 1, t.head_dim = 8, t.max_position_embeddings = 64;
+  std::string dir = test::temp_dir() + "/llama3-text";
+  auto m = models::Vlm::create(cfg, 1);
+  models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::BF16, test::shared_dir() + "/tokenizers/llama3");
+  auto e = runtime::Engine::load(dir);
+  std::string p = e->render_prompt({{"user", "Hi there", 0}});
+  EXPECT_EQ(p,
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+  std::vector<int32_t> ids = e->tokenize_prompt(p);
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids[0], 128000);  // BOS once: the template wrote it, so the tokenizer does not add another
+  EXPECT_NE(ids[1], 128000);
+  EXPECT_THROW(e->render_prompt({{"user", "look", 1}}), Error);
+  runtime::GenerateOptions g;
+  g.max_new_tokens = 3;
+  g.stop_at_eos = false;
+  EXPECT_EQ(e->generate(ids, {}, g).tokens.size(), 3u);
+}
