@@ -11,6 +11,7 @@
 #include "train/optim.h"
 #include "train/schedule.h"
 #include "train/trainable.h"
+#include "train/trainer.h"
 
 namespace iris::cli {
 
@@ -44,12 +45,31 @@ Runner add_train(CLI::App& app) {
     std::vector<double> betas{0.9, 0.999};
     bool decay_all = false;
     uint64_t seed = 0;
+    // Data-driven runs.
+    train::TrainerConfig tc;
+    std::string resume;
   };
   auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "model folder (Hugging Face layout)")->required();
+  app.add_option("-m,--model", o->model, "model folder (Hugging Face layout)");
   app.add_option("--pixel-values", o->pixel_values, "normalised pixel values .npy, (1, 3, H, W) float32");
-  app.add_option("--input-ids", o->input_ids, "input ids .npy, (1, S), image tokens expanded")->required();
-  app.add_option("--labels", o->labels, "labels .npy, (1, S), -100 = not supervised (shifted by one inside)")->required();
+  app.add_option("--input-ids", o->input_ids, "parity mode: input ids .npy, (1, S), image tokens expanded");
+  app.add_option("--labels", o->labels, "parity mode: labels .npy, (1, S), -100 = not supervised (shifted by one inside)");
+  app.add_option("--data", o->tc.data, "LLaVA conversation JSON (or JSONL) to train on");
+  app.add_option("--captions", o->tc.captions, "image-caption JSONL (stage 1 style) to train on");
+  app.add_option("--images", o->tc.images, "folder the data's image paths are relative to");
+  app.add_option("--resume", o->resume, "continue the run in this folder from its latest checkpoint");
+  app.add_option("--epochs", o->tc.epochs, "epochs");
+  app.add_option("--max-steps", o->tc.max_steps, "stop after this many optimizer steps (0: epochs decide)");
+  app.add_option("--batch-size", o->tc.batch_size, "examples per batch");
+  app.add_option("--grad-accum", o->tc.grad_accum, "batches per optimizer step");
+  app.add_option("--save-every", o->tc.save_every, "checkpoint every N steps");
+  app.add_option("--keep", o->tc.keep_last, "checkpoints kept");
+  app.add_option("--max-tokens", o->tc.max_tokens, "longer examples are truncated");
+  app.add_flag("--strict", o->tc.strict, "bad data entries are fatal instead of skipped");
+  app.add_flag("--augment", o->tc.augment, "random resized crop and colour jitter");
+  app.add_flag("--group-by-length", o->tc.group_by_length, "batches of similar length");
+  app.add_flag("--grad-checkpointing", o->tc.checkpointing, "recompute activations per block in the backward");
+  app.add_option("--workers", o->tc.workers, "data loader threads");
   app.add_option("--stage", o->stage, "1: projector; 2: projector + LLM (full, or LoRA with --lora-rank); 3: everything")
       ->check(CLI::Range(1, 3));
   app.add_option("--lora-rank", o->lora_rank, "LoRA rank (0: full fine-tuning)");
@@ -75,6 +95,41 @@ Runner add_train(CLI::App& app) {
   app.add_option("--seed", o->seed, "seed (LoRA initialisation, dropout)");
   return [o] {
     cpu::set_num_threads(o->threads);
+    if (!o->resume.empty()) {
+      train::TrainerConfig tc;
+      tc.out = o->resume;
+      train::run_training(tc, /*resume=*/true);
+      return 0;
+    }
+    IRIS_CHECK(!o->model.empty(), "train: -m/--model is required");
+    if (o->input_ids.empty()) {  // a data-driven run
+      train::TrainerConfig& tc = o->tc;
+      tc.model = o->model;
+      tc.out = o->out;
+      tc.stage = o->stage;
+      tc.lora_rank = o->lora_rank;
+      tc.lora_alpha = o->lora_alpha;
+      tc.lora_dropout = o->lora_dropout;
+      tc.optimizer = o->optimizer;
+      tc.lr = o->lr;
+      tc.momentum = o->momentum;
+      tc.weight_decay = o->weight_decay;
+      tc.beta1 = o->betas[0];
+      tc.beta2 = o->betas[1];
+      tc.eps = o->eps;
+      tc.decay_all = o->decay_all;
+      tc.schedule = o->schedule;
+      tc.warmup = o->warmup;
+      tc.max_grad_norm = o->max_grad_norm;
+      tc.seed = o->seed;
+      tc.dtype = o->dtype;
+      IRIS_CHECK(!tc.out.empty(), "train: --out is required");
+      IRIS_CHECK(!std::filesystem::exists(std::filesystem::path(tc.out) / "train_config.json"), "train: ", tc.out,
+                 " already holds a run (continue it with --resume ", tc.out, ")");
+      train::run_training(tc, /*resume=*/false);
+      return 0;
+    }
+    IRIS_CHECK(!o->labels.empty(), "train: --labels is required with --input-ids");
     auto model = models::Vlm::load(o->model, {models::WeightPrecision::F32, /*full_vision_tower=*/o->stage == 3});
     train::TrainSpec spec = train::stage_spec(o->stage, o->lora_rank);
     spec.lora.alpha = o->lora_alpha;

@@ -1,0 +1,239 @@
+// The training loop.
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+
+#include "data/dataset.h"
+#include "data/encode.h"
+#include "data/loader.h"
+#include "io/file.h"
+#include "train/checkpoint.h"
+#include "train/lora.h"
+#include "train/metrics.h"
+#include "train/optim.h"
+#include "train/progress.h"
+#include "train/schedule.h"
+#include "train/trainable.h"
+#include "vision/preprocess.h"
+
+namespace iris::train {
+
+namespace fs = std::filesystem;
+
+#define IRIS_TRAIN_FIELDS(X)                                                                                    \
+  X(model) X(data) X(captions) X(images) X(out) X(stage) X(lora_rank) X(lora_alpha) X(lora_dropout) X(optimizer) \
+  X(lr) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm) X(decay_all) X(schedule)          \
+  X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every) X(keep_last) X(max_tokens) X(seed)  \
+  X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype) X(workers)
+
+nlohmann::json TrainerConfig::to_json() const {
+  nlohmann::json j;
+#define X(f) j[#f] = f;
+  IRIS_TRAIN_FIELDS(X)
+#undef X
+  return j;
+}
+
+TrainerConfig TrainerConfig::from_json(const nlohmann::json& j) {
+  TrainerConfig c;
+#define X(f) \
+  if (j.contains(#f)) j.at(#f).get_to(c.f);
+  IRIS_TRAIN_FIELDS(X)
+#undef X
+  return c;
+}
+
+namespace {
+
+vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string& dir) {
+  fs::path pp = fs::path(dir) / "preprocessor_config.json";
+  if (fs::exists(pp)) return vision::PreprocessConfig::from_file(pp.string());
+  vision::PreprocessConfig p;
+  p.shortest_edge = int(m.image_size());
+  p.crop_height = p.crop_width = int(m.image_size());
+  return p;
+}
+
+}  // namespace
+
+double run_training(const TrainerConfig& cfg_in, bool resume) {
+  TrainerConfig cfg = cfg_in;
+  IRIS_CHECK(!cfg.out.empty(), "train: --out is required");
+  std::optional<LoadedCheckpoint> ckpt;
+  if (resume) {
+    fs::path cp = fs::path(cfg.out) / "train_config.json";
+    IRIS_CHECK(fs::exists(cp), "cannot resume: ", cp.string(), " does not exist");
+    cfg = TrainerConfig::from_json(io::read_json_file(cp.string()));
+    if (auto latest = latest_checkpoint(cfg.out)) ckpt = load_checkpoint(*latest);
+  }
+  IRIS_CHECK(!cfg.data.empty() || !cfg.captions.empty(), "train: give --data (LLaVA JSON) or --captions (JSONL)");
+  IRIS_CHECK(cfg.batch_size >= 1 && cfg.grad_accum >= 1 && cfg.epochs >= 1, "train: batch size, grad accumulation and epochs must be >= 1");
+  fs::create_directories(cfg.out);
+  if (!resume) io::write_file_atomic((fs::path(cfg.out) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
+
+  // Model and what trains.
+  auto model = models::Vlm::load(cfg.model, {models::WeightPrecision::F32, /*full_vision_tower=*/cfg.stage == 3});
+  TrainSpec spec = stage_spec(cfg.stage, cfg.lora_rank);
+  spec.lora.alpha = cfg.lora_alpha;
+  spec.lora.dropout = cfg.lora_dropout;
+  spec.seed = cfg.seed;
+  spec.checkpointing = cfg.checkpointing;
+  spec.precision = cfg.dtype == "bf16" ? cpu::MatmulPrecision::BF16 : cpu::MatmulPrecision::F32;
+  TrainableVlm tv(*model, spec);
+
+  // Data.
+  text::Tokenizer tok = text::Tokenizer::from_dir(cfg.model);
+  std::vector<int32_t> eos = tok.eos_ids();
+  for (int e : model->config().text().eos_token_ids)
+    if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
+  data::PromptFormat fmt = data::prompt_format_for(tok, model->has_vision() ? model->image_token_id() : -1,
+                                                   model->image_tokens_per_image(), eos);
+  data::LoadReport report;
+  std::vector<data::Sample> samples = !cfg.data.empty() ? data::load_llava_json(cfg.data, &report, cfg.strict)
+                                                        : data::load_caption_jsonl(cfg.captions, cfg.seed, &report, cfg.strict);
+  IRIS_CHECK(!samples.empty(), "train: no usable examples in ", cfg.data.empty() ? cfg.captions : cfg.data);
+  data::LoaderConfig lc;
+  lc.image_dir = cfg.images;
+  if (model->has_vision()) lc.preprocess = preprocess_for(*model, cfg.model);
+  lc.workers = cfg.workers;
+  lc.seed = cfg.seed;
+  lc.augment = cfg.augment;
+  lc.max_tokens = cfg.max_tokens;
+  lc.group_by_length = cfg.group_by_length;
+  lc.batch_size = cfg.batch_size;
+  lc.strict = cfg.strict;
+  data::DataLoader loader(std::move(samples), fmt, lc);
+
+  OptimizerConfig oc;
+  oc.kind = cfg.optimizer;
+  oc.lr = cfg.lr;
+  oc.momentum = cfg.momentum;
+  oc.weight_decay = cfg.weight_decay;
+  oc.beta1 = cfg.beta1;
+  oc.beta2 = cfg.beta2;
+  oc.eps = cfg.eps;
+  oc.decay_all = cfg.decay_all;
+  auto opt = Optimizer::create(oc);
+  const int64_t batches_per_epoch = (loader.epoch_size() + cfg.batch_size - 1) / cfg.batch_size;
+  const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / cfg.grad_accum);
+  const int64_t total = cfg.max_steps > 0 ? cfg.max_steps : steps_per_epoch * cfg.epochs;
+  ScheduleConfig sc;
+  sc.kind = cfg.schedule;
+  sc.warmup_steps = cfg.warmup;
+  sc.total_steps = total;
+
+  std::vector<ParamRef> refs;
+  for (Param* p : tv.params())
+    refs.push_back({p->name, p->value.data<float>(), p->grad.data<float>(), p->value.numel(), p->decay});
+  int64_t step = 0, tokens = 0;
+  if (ckpt) {  // restore weights, optimizer, data position
+    for (const auto& [name, t] : ckpt->weights) {
+      Param* p = tv.find(name);
+      IRIS_CHECK(p && p->value.numel() == t.numel(), "checkpoint ", ckpt->dir, ": tensor '", name,
+                 "' does not match this run's trained tensors");
+      p->value.copy_from(t.to(DType::F32).view(p->value.shape()));
+    }
+    tv.weights_updated();
+    opt->load_state(ckpt->optimizer);
+    opt->check_state(refs);
+    step = ckpt->state.step;
+    tokens = ckpt->state.extra.value("tokens", int64_t(0));
+    loader.restore(ckpt->state.extra.at("loader"));
+    std::fprintf(stderr, "resuming %s at step %lld\n", ckpt->dir.c_str(), (long long)step);
+  }
+  MetricsLog log((fs::path(cfg.out) / "metrics.jsonl").string(), ckpt ? std::optional<int64_t>(step) : std::nullopt);
+  ProgressBar bar(total, step);
+  std::vector<int64_t> plot_steps;
+  std::vector<double> plot_losses;
+  for (const StepMetrics& m : MetricsLog::read(log.path())) {
+    plot_steps.push_back(m.step);
+    plot_losses.push_back(m.loss);
+  }
+  auto save = [&](int64_t at) {
+    TrainState st;
+    st.step = at;
+    st.epoch = loader.epoch();
+    st.data_position = loader.position();
+    st.rng_seed = cfg.seed;
+    st.extra = {{"loader", loader.state()}, {"tokens", tokens}};
+    io::NamedTensors w;
+    for (Param* p : tv.params()) w.emplace_back(p->name, p->value);
+    save_checkpoint(cfg.out, st, w, *opt, cfg.keep_last);
+  };
+  auto t_start = std::chrono::steady_clock::now();
+  double last_loss = NAN;
+  int64_t tokens_at_start = tokens;
+  while (step < total) {
+    tv.zero_grad();
+    double loss_sum = 0;
+    int64_t count = 0;
+    // One optimizer step = grad_accum batches; the loss is the mean over all their supervised tokens.
+    std::vector<std::vector<data::Example>> batches;
+    for (int a = 0; a < cfg.grad_accum; ++a) {
+      auto b = loader.next_batch();
+      if (!b) b = loader.next_batch();  // the end of an epoch: the loader moves on to the next
+      IRIS_CHECK(b.has_value() && !b->empty(), "train: the data loader produced no batch");
+      batches.push_back(std::move(*b));
+    }
+    int64_t n_sup = 0;
+    for (auto& b : batches)
+      for (auto& e : b) {
+        Example ex{e.ids, e.labels, e.pixel_values};
+        n_sup += supervised_count(ex);
+      }
+    if (n_sup == 0) continue;
+    for (auto& b : batches)
+      for (auto& e : b) {
+        Example ex{std::move(e.ids), std::move(e.labels), std::move(e.pixel_values)};
+        auto [s, c] = tv.forward_backward(ex, 1.0f / float(n_sup));
+        loss_sum += s;
+        count += c;
+        tokens += int64_t(ex.ids.size());
+      }
+    double gnorm = cfg.max_grad_norm > 0 ? clip_grad_norm(refs, cfg.max_grad_norm) : grad_norm(refs);
+    double lr = schedule_lr(sc, cfg.lr, step);
+    opt->step(refs, lr);
+    tv.weights_updated();
+    ++step;
+    last_loss = loss_sum / double(std::max<int64_t>(count, 1));
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    StepMetrics m;
+    m.step = step;
+    m.loss = last_loss;
+    m.lr = lr;
+    m.grad_norm = gnorm;
+    m.tokens = tokens;
+    m.tokens_per_s = secs > 0 ? double(tokens - tokens_at_start) / secs : 0;
+    m.elapsed_s = secs;
+    log.log(m);
+    bar.update(m);
+    plot_steps.push_back(step);
+    plot_losses.push_back(last_loss);
+    if (cfg.save_every > 0 && step % cfg.save_every == 0 && step < total) {
+      save(step);
+      bar.message("saved checkpoint step " + std::to_string(step));
+    }
+  }
+  save(step);
+  bar.finish();
+  // Outputs other tools load: the full model as a Hugging Face folder, and the adapter as PEFT writes it.
+  const std::string final_dir = (fs::path(cfg.out) / "final").string();
+  models::Vlm::save_folder(final_dir, model->config(), tv.full_state(), DType::F32);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json",
+                        "generation_config.json"}) {
+    fs::path src = fs::path(cfg.model) / f;
+    if (fs::exists(src)) io::write_file_atomic((fs::path(final_dir) / f).string(), io::read_file(src.string()));
+  }
+  if (cfg.lora_rank > 0) save_peft_adapter((fs::path(cfg.out) / "adapter").string(), tv, cfg.model);
+  write_loss_plot_svg((fs::path(cfg.out) / "loss.svg").string(), plot_steps, plot_losses, "training loss");
+  std::fprintf(stderr, "done: %lld steps, final loss %.4f; wrote %s%s\n", (long long)step, last_loss,
+               final_dir.c_str(), cfg.lora_rank > 0 ? " and adapter/" : "");
+  data::LoadReport r = loader.report();
+  std::fprintf(stderr, "data: %s\n", r.summary().c_str());
+  return last_loss;
+}
+
+}  // namespace iris::train

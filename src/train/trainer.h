@@ -1,0 +1,37 @@
+// The training loop behind `iris train --data ...`: a data loader, a TrainableVlm, an optimizer with a schedule,
+// gradient accumulation and clipping, atomic checkpoints every N steps, resume, progress, metrics and the loss
+// plot. The run folder holds train_config.json (so `--resume DIR` needs nothing else), step-N/ checkpoints,
+// metrics.jsonl, loss.svg and, at the end, final/ (a Hugging Face folder, plus adapter/ with LoRA).
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace iris::train {
+
+struct TrainerConfig {
+  std::string model, data, captions, images, out;
+  int stage = 2, lora_rank = 0;
+  float lora_alpha = 16, lora_dropout = 0;
+  std::string optimizer = "adamw";
+  double lr = 2e-4, momentum = 0, weight_decay = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, max_grad_norm = 1.0;
+  bool decay_all = false;
+  std::string schedule = "cosine";
+  int64_t warmup = 0;
+  int epochs = 1, batch_size = 4, grad_accum = 1;
+  int64_t max_steps = 0;  // 0: epochs decide
+  int64_t save_every = 100;
+  int keep_last = 3;
+  int64_t max_tokens = 2048;
+  uint64_t seed = 0;
+  bool strict = false, augment = false, group_by_length = false, checkpointing = false;
+  std::string dtype = "f32";  // matrix-product precision of trained layers
+  int workers = 2;
+
+  nlohmann::json to_json() const;
+  static TrainerConfig from_json(const nlohmann::json& j);
+};
+
+// Runs (or, when out/ holds a checkpoint and resume is set, continues) a training run. Returns the final loss.
+double run_training(const TrainerConfig& cfg, bool resume);
+
+}  // namespace iris::train

@@ -1,0 +1,163 @@
+// `iris train --data`: the loss goes down on a generated dataset, stage 1 leaves the vision tower and the LLM
+// byte-identical, a run killed with SIGKILL and resumed ends with the same weights as one never interrupted, and
+// an unwritable output folder is a clear error.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "io/safetensors.h"
+#include "test_util.h"
+
+using namespace iris;
+namespace fs = std::filesystem;
+
+namespace {
+
+int run(const std::string& args, std::string* out = nullptr) {
+  std::string cmd = std::string(IRIS_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
+  int st = pclose(p);
+  if (out) *out = text;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+struct Fixture {
+  std::string dir, model, data;
+};
+
+const Fixture& fixture() {
+  static Fixture f = [] {
+    Fixture x;
+    x.dir = test::temp_dir() + "/train-cli";
+    x.model = x.dir + "/model";
+    x.data = x.dir + "/data";
+    std::string out;
+    EXPECT_EQ(run("data shapes --out " + x.data + " --n 16 --seed 5", &out), 0) << out;
+    EXPECT_EQ(run("init-model --preset tiny-llava --seed 2 --tokenizer " + test::shared_dir() +
+                      "/tokenizers/mistral --out " + x.model, &out), 0) << out;
+    return x;
+  }();
+  return f;
+}
+
+std::string train_args(const Fixture& f, const std::string& out, const std::string& extra) {
+  return "train -m " + f.model + " --data " + f.data + "/llava.json --images " + f.data + " -t 1 --workers 1 --out " +
+         out + " " + extra;
+}
+
+std::vector<double> losses(const std::string& run_dir) {
+  std::vector<double> r;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) r.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  return r;
+}
+
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+}
+
+}  // namespace
+
+TEST(CliTrain, LossGoesDownAndStage1FreezesTheRest) {
+  const Fixture& f = fixture();
+  const std::string out2 = f.dir + "/run-stage2", out1 = f.dir + "/run-stage1";
+  std::string log;
+  ASSERT_EQ(run(train_args(f, out2, "--stage 2 --lr 2e-3 --max-steps 24 --batch-size 4 --seed 1"), &log), 0) << log;
+  std::vector<double> l = losses(out2);
+  ASSERT_EQ(l.size(), 24u);
+  double first = (l[0] + l[1] + l[2] + l[3]) / 4, last = (l[20] + l[21] + l[22] + l[23]) / 4;
+  EXPECT_LT(last, 0.7 * first) << "loss did not go down: first " << first << ", last " << last;
+  EXPECT_TRUE(fs::exists(out2 + "/loss.svg"));
+  EXPECT_TRUE(fs::exists(out2 + "/final/config.json"));
+
+  ASSERT_EQ(run(train_args(f, out1, "--stage 1 --lr 1e-3 --max-steps 3 --batch-size 2"), &log), 0) << log;
+  io::Checkpoint base = io::Checkpoint::open(f.model), trained = io::Checkpoint::open(out1 + "/final");
+  int changed = 0;
+  for (const std::string& name : base.names()) {
+    bool projector = name.rfind("multi_modal_projector.", 0) == 0;
+    bool same = same_bytes(base.get(name), trained.get(name));
+    if (!projector) {
+      EXPECT_TRUE(same) << name << " changed in stage 1";
+    }
+    changed += projector && !same;
+  }
+  EXPECT_GT(changed, 0) << "the projector did not train";
+  // The trained folder runs.
+  EXPECT_EQ(run("run -m " + out1 + "/final --image " + f.data + "/images/000000.png -p hi -n 2 -t 1", &log), 0) << log;
+}
+
+TEST(CliTrain, KilledAndResumedEqualsUninterrupted) {
+  const Fixture& f = fixture();
+  const std::string a = f.dir + "/run-a", b = f.dir + "/run-b";
+  const std::string extra = "--stage 2 --lora-rank 4 --lr 1e-3 --max-steps 12 --batch-size 2 --save-every 2 --seed 3";
+  std::string log;
+  ASSERT_EQ(run(train_args(f, a, extra), &log), 0) << log;
+  // Start run b, kill it with SIGKILL once its step-4 checkpoint exists, then resume it.
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string cmd = std::string(IRIS_BINARY) + " " + train_args(f, b, extra) + " >/dev/null 2>&1";
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  bool killed = false;
+  for (int i = 0; i < 6000 && !killed; ++i) {
+    if (fs::exists(b + "/step-00000004")) {
+      kill(pid, SIGKILL);
+      killed = true;
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  ASSERT_TRUE(killed) << "run b never reached step 4";
+  ASSERT_TRUE(WIFSIGNALED(st)) << "run b finished before it could be killed";
+  EXPECT_FALSE(fs::exists(b + "/final/model.safetensors"));
+  ASSERT_EQ(run("train --resume " + b + " -t 1", &log), 0) << log;
+  EXPECT_NE(log.find("resuming"), std::string::npos) << log;
+  io::Checkpoint wa = io::Checkpoint::open(a + "/final"), wb = io::Checkpoint::open(b + "/final");
+  ASSERT_EQ(wa.names(), wb.names());
+  for (const std::string& name : wa.names()) EXPECT_TRUE(same_bytes(wa.get(name), wb.get(name))) << name;
+  io::Checkpoint aa = io::Checkpoint::open(a + "/adapter/adapter_model.safetensors"),
+                 ab = io::Checkpoint::open(b + "/adapter/adapter_model.safetensors");
+  for (const std::string& name : aa.names()) EXPECT_TRUE(same_bytes(aa.get(name), ab.get(name))) << name;
+  EXPECT_EQ(losses(a), losses(b));
+}
+
+TEST(CliTrain, BadOutputAndData) {
+  const Fixture& f = fixture();
+  std::string log;
+  EXPECT_EQ(run(train_args(f, "/sys/iris-cannot-write-here", "--max-steps 1"), &log), 1) << log;
+  EXPECT_NE(log.find("iris: error:"), std::string::npos) << log;
+  // A data file with a malformed line, a missing image and no assistant turn: skipped with counts.
+  const std::string bad = f.dir + "/bad.json";
+  std::ifstream in(f.data + "/llava.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  j.push_back({{"id", "x1"}, {"image", "images/missing.png"}, {"conversations", {{{"from", "human"}, {"value", "<image>\nhi"}}, {{"from", "gpt"}, {"value", "a"}}}}});
+  j.push_back({{"id", "x2"}, {"conversations", {{{"from", "human"}, {"value", "only a question"}}}}});
+  test::write_file(bad, j.dump());
+  const std::string out = f.dir + "/run-bad";
+  ASSERT_EQ(run("train -m " + f.model + " --data " + bad + " --images " + f.data +
+                " -t 1 --workers 1 --max-steps 2 --batch-size 2 --out " + out, &log), 0) << log;
+  EXPECT_NE(log.find("skipped"), std::string::npos) << log;
+  EXPECT_EQ(run("train -m " + f.model + " --data " + bad + " --images " + f.data + " -t 1 --max-steps 2 --strict --out " +
+                f.dir + "/run-strict", &log), 1) << log;
+  // A second run into the same folder must not overwrite it.
+  EXPECT_EQ(run(train_args(f, out, "--max-steps 1"), &log), 1) << log;
+  EXPECT_NE(log.find("--resume"), std::string::npos) << log;
+}
