@@ -37,5 +37,6 @@ Runner add_data(CLI::App& app);
 Runner add_eval(CLI::App& app);
 Runner add_serve(CLI::App& app);
 Runner add_train(CLI::App& app);
+Runner add_merge_lora(CLI::App& app);
 
 }  // namespace iris::cli

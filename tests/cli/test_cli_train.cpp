@@ -161,3 +161,22 @@ TEST(CliTrain, BadOutputAndData) {
   EXPECT_EQ(run(train_args(f, out, "--max-steps 1"), &log), 1) << log;
   EXPECT_NE(log.find("--resume"), std::string::npos) << log;
 }
+
+// A LoRA run's adapter applied with `iris run --lora` and merged with `iris merge-lora` give the same greedy text.
+TEST(CliTrain, LoraAdapterRunAndMergeAgree) {
+  const Fixture& f = fixture();
+  const std::string out = f.dir + "/run-lora", merged = f.dir + "/merged";
+  std::string log;
+  ASSERT_EQ(run(train_args(f, out, "--stage 2 --lora-rank 4 --lr 5e-3 --max-steps 6 --batch-size 2 --seed 9"), &log), 0)
+      << log;
+  ASSERT_TRUE(fs::exists(out + "/adapter/adapter_config.json"));
+  ASSERT_EQ(run("merge-lora -m " + f.model + " --lora " + out + "/adapter --out " + merged, &log), 0) << log;
+  const std::string q = " --image " + f.data + "/images/000001.png -p 'What shape is it?' -n 12 -t 1";
+  std::string with_adapter, with_merged, base;
+  ASSERT_EQ(run("run -m " + f.model + " --lora " + out + "/adapter" + q, &with_adapter), 0) << with_adapter;
+  ASSERT_EQ(run("run -m " + merged + q, &with_merged), 0) << with_merged;
+  ASSERT_EQ(run("run -m " + f.model + q, &base), 0) << base;
+  EXPECT_EQ(with_adapter, with_merged);
+  EXPECT_NE(with_adapter, base) << "the adapter changed nothing";
+  EXPECT_EQ(run("run -m " + f.model + " --lora " + f.dir + "/no-such-adapter" + q, &log), 1) << log;
+}
