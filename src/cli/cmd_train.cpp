@@ -75,6 +75,13 @@ Runner add_train(CLI::App& app) {
   app.add_option("--lora-rank", o->lora_rank, "LoRA rank (0: full fine-tuning)");
   app.add_option("--lora-alpha", o->lora_alpha, "LoRA alpha (scale alpha/rank)");
   app.add_option("--lora-dropout", o->lora_dropout, "LoRA dropout");
+  app.add_option("--lora-targets", o->tc.lora_targets, "linear layers to adapt, e.g. q_proj,v_proj (default: all of q,k,v,o,gate,up,down / fc1,fc2 / linear_1,2)")
+      ->delimiter(',');
+  app.add_option("--lora-components", o->tc.lora_components, "components that get adapters: vision,projector,llm")
+      ->delimiter(',');
+  app.add_option("--train", o->tc.train, "components to train in full, overriding the stage: vision,projector,llm")
+      ->delimiter(',');
+  app.add_option("--freeze", o->tc.freeze, "components to freeze, overriding the stage")->delimiter(',');
   app.add_option("--optimizer", o->optimizer, "sgd or adamw")->check(CLI::IsMember({"sgd", "adamw"}));
   app.add_option("--lr", o->lr, "learning rate");
   app.add_option("--momentum", o->momentum, "SGD momentum");
@@ -130,12 +137,15 @@ Runner add_train(CLI::App& app) {
       return 0;
     }
     IRIS_CHECK(!o->labels.empty(), "train: --labels is required with --input-ids");
-    auto model = models::Vlm::load(o->model, {models::WeightPrecision::F32, /*full_vision_tower=*/o->stage == 3});
-    train::TrainSpec spec = train::stage_spec(o->stage, o->lora_rank);
-    spec.lora.alpha = o->lora_alpha;
-    spec.lora.dropout = o->lora_dropout;
-    spec.seed = o->seed;
-    spec.precision = o->dtype == "bf16" ? cpu::MatmulPrecision::BF16 : cpu::MatmulPrecision::F32;
+    train::TrainerConfig pc = o->tc;
+    pc.stage = o->stage;
+    pc.lora_rank = o->lora_rank;
+    pc.lora_alpha = o->lora_alpha;
+    pc.lora_dropout = o->lora_dropout;
+    pc.seed = o->seed;
+    pc.dtype = o->dtype;
+    train::TrainSpec spec = train::make_spec(pc);
+    auto model = models::Vlm::load(o->model, {models::WeightPrecision::F32, /*full_vision_tower=*/spec.train_vision});
     train::TrainableVlm tv(*model, spec);
 
     train::Example ex;

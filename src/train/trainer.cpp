@@ -1,6 +1,7 @@
 // The training loop.
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -25,6 +26,7 @@ namespace fs = std::filesystem;
 
 #define IRIS_TRAIN_FIELDS(X)                                                                                    \
   X(model) X(data) X(captions) X(images) X(out) X(stage) X(lora_rank) X(lora_alpha) X(lora_dropout) X(optimizer) \
+  X(train) X(freeze) X(lora_targets) X(lora_components)                                                         \
   X(lr) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm) X(decay_all) X(schedule)          \
   X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every) X(keep_last) X(max_tokens) X(seed)  \
   X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype) X(workers)
@@ -59,6 +61,34 @@ vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string&
 
 }  // namespace
 
+TrainSpec make_spec(const TrainerConfig& cfg) {
+  TrainSpec spec = stage_spec(cfg.stage, cfg.lora_rank);
+  auto set = [&](const std::string& c, bool on) {
+    if (c == "vision") spec.train_vision = on;
+    else if (c == "projector") spec.train_projector = on;
+    else if (c == "llm") spec.train_llm = on;
+    else throw Error(str_cat("component '", c, "': expected vision, projector or llm"));
+  };
+  for (const auto& c : cfg.train) set(c, true);
+  for (const auto& c : cfg.freeze) set(c, false);
+  spec.lora.alpha = cfg.lora_alpha;
+  spec.lora.dropout = cfg.lora_dropout;
+  if (!cfg.lora_targets.empty()) spec.lora.targets = cfg.lora_targets;
+  if (!cfg.lora_components.empty()) spec.lora.components = cfg.lora_components;
+  // A component trained in full carries no adapter.
+  auto& lc = spec.lora.components;
+  lc.erase(std::remove_if(lc.begin(), lc.end(),
+                          [&](const std::string& c) {
+                            return (c == "vision" && spec.train_vision) || (c == "projector" && spec.train_projector) ||
+                                   (c == "llm" && spec.train_llm);
+                          }),
+           lc.end());
+  spec.seed = cfg.seed;
+  spec.checkpointing = cfg.checkpointing;
+  spec.precision = cfg.dtype == "bf16" ? cpu::MatmulPrecision::BF16 : cpu::MatmulPrecision::F32;
+  return spec;
+}
+
 double run_training(const TrainerConfig& cfg_in, bool resume) {
   TrainerConfig cfg = cfg_in;
   IRIS_CHECK(!cfg.out.empty(), "train: --out is required");
@@ -75,14 +105,9 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
   if (!resume) io::write_file_atomic((fs::path(cfg.out) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
 
   // Model and what trains.
-  auto model = models::Vlm::load(cfg.model, {models::WeightPrecision::F32, /*full_vision_tower=*/cfg.stage == 3});
-  TrainSpec spec = stage_spec(cfg.stage, cfg.lora_rank);
-  spec.lora.alpha = cfg.lora_alpha;
-  spec.lora.dropout = cfg.lora_dropout;
-  spec.seed = cfg.seed;
-  spec.checkpointing = cfg.checkpointing;
-  spec.precision = cfg.dtype == "bf16" ? cpu::MatmulPrecision::BF16 : cpu::MatmulPrecision::F32;
-  TrainableVlm tv(*model, spec);
+  const bool vision_trains = cfg.stage == 3 || std::find(cfg.train.begin(), cfg.train.end(), "vision") != cfg.train.end();
+  auto model = models::Vlm::load(cfg.model, {models::WeightPrecision::F32, /*full_vision_tower=*/vision_trains});
+  TrainableVlm tv(*model, make_spec(cfg));
 
   // Data.
   text::Tokenizer tok = text::Tokenizer::from_dir(cfg.model);

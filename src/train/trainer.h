@@ -5,6 +5,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace iris::train {
 
@@ -12,6 +13,8 @@ struct TrainerConfig {
   std::string model, data, captions, images, out;
   int stage = 2, lora_rank = 0;
   float lora_alpha = 16, lora_dropout = 0;
+  std::vector<std::string> train, freeze;                // components ("vision", "projector", "llm") overriding the stage
+  std::vector<std::string> lora_targets, lora_components;  // empty: the stage's defaults
   std::string optimizer = "adamw";
   double lr = 2e-4, momentum = 0, weight_decay = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, max_grad_norm = 1.0;
   bool decay_all = false;
@@ -30,6 +33,10 @@ struct TrainerConfig {
   nlohmann::json to_json() const;
   static TrainerConfig from_json(const nlohmann::json& j);
 };
+
+struct TrainSpec;
+// The TrainSpec of a configuration: the stage's, then --train/--freeze per component and the LoRA settings.
+TrainSpec make_spec(const TrainerConfig& cfg);
 
 // Runs (or, when out/ holds a checkpoint and resume is set, continues) a training run. Returns the final loss.
 double run_training(const TrainerConfig& cfg, bool resume);

@@ -180,3 +180,25 @@ TEST(CliTrain, LoraAdapterRunAndMergeAgree) {
   EXPECT_NE(with_adapter, base) << "the adapter changed nothing";
   EXPECT_EQ(run("run -m " + f.model + " --lora " + f.dir + "/no-such-adapter" + q, &log), 1) << log;
 }
+
+// --train / --freeze override the stage per component.
+TEST(CliTrain, TrainFreezeOverrideTheStage) {
+  const Fixture& f = fixture();
+  const std::string out = f.dir + "/run-freeze";
+  std::string log;
+  ASSERT_EQ(run(train_args(f, out, "--stage 2 --freeze projector --train vision --lr 1e-3 --max-steps 2 --batch-size 2"),
+                &log), 0) << log;
+  io::Checkpoint base = io::Checkpoint::open(f.model), trained = io::Checkpoint::open(out + "/final");
+  int llm_changed = 0, vision_changed = 0;
+  for (const std::string& name : base.names()) {
+    bool same = same_bytes(base.get(name), trained.get(name));
+    if (name.rfind("multi_modal_projector.", 0) == 0) {
+      EXPECT_TRUE(same) << name << " is frozen but changed";
+    }
+    llm_changed += name.rfind("language_model.", 0) == 0 && !same;
+    vision_changed += name.rfind("vision_tower.", 0) == 0 && !same;
+  }
+  EXPECT_GT(llm_changed, 0);
+  EXPECT_GT(vision_changed, 0);
+  EXPECT_EQ(run(train_args(f, f.dir + "/run-badcomp", "--train eyes --max-steps 1"), &log), 1) << log;
+}
