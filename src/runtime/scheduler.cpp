@@ -3,6 +3,7 @@
 
 #include <cstdio>
 
+#include "cpu/threads.h"
 #include "runtime/text_stream.h"
 
 namespace iris::runtime {
@@ -108,6 +109,8 @@ void Scheduler::admit(std::unique_ptr<Active>& a) {
 }
 
 void Scheduler::loop() {
+  // OpenMP's thread count is per calling thread: give this one the configured count (-t), or it uses every core.
+  cpu::set_num_threads(cpu::num_threads());
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -125,6 +128,16 @@ void Scheduler::loop() {
         stats_.queued = int64_t(queue_.size());
       }
       std::string error;
+      // A request whose time limit ran out while it waited is not prefilled.
+      if (a->req.time_limit.count() > 0 && Clock::now() - a->start > a->req.time_limit) {
+        a->result.finish_reason = "time_limit";
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++stats_.completed;
+        }
+        if (a->req.on_done) a->req.on_done(a->result, "");
+        continue;
+      }
       try {
         if (!a->handle->cancelled()) admit(a);
       } catch (const std::exception& e) {

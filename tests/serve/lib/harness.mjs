@@ -87,7 +87,12 @@ export function startServer(model, args = [], { name = 'tiny' } = {}) {
           url, baseURL: url + '/v1', proc, name,
           log: () => err,
           alive: () => proc.exitCode === null && proc.signalCode === null,
-          stop: () => stopServer(proc),
+          // A clean stop exits 0; anything else (a sanitizer report, a crash) shows the server's log.
+          stop: async () => {
+            const code = await stopServer(proc);
+            if (code !== 0) console.error(`iris serve exited with ${code}; its log ends with:\n${err.slice(-4000)}`);
+            return code;
+          },
         });
       }
     });
@@ -101,10 +106,10 @@ function stopServer(proc) {
   }
   return new Promise((resolve) => {
     const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
-    proc.on('exit', (code) => {
+    proc.on('exit', (code, signal) => {
       clearTimeout(kill);
       servers.delete(proc);
-      resolve(code);
+      resolve(code ?? signal);
     });
     proc.kill('SIGTERM');
   });
