@@ -36,21 +36,17 @@ std::vector<int32_t> int_ids(const std::string& path, const char* what) {
 
 Runner add_train(CLI::App& app) {
   struct Opts {
-    std::string model, pixel_values, input_ids, labels, out, save_losses, optimizer = "adamw", dtype = "f32";
-    std::string schedule = "constant";
-    int stage = 2, lora_rank = 0, steps = 1, threads = 0;
-    int64_t warmup = 0;
-    float lora_alpha = 16, lora_dropout = 0;
-    double lr = 1e-3, momentum = 0, weight_decay = 0, eps = 1e-8, max_grad_norm = 0;
+    train::TrainerConfig tc;  // every training setting; the parity mode uses the same ones
+    std::string pixel_values, input_ids, labels, save_losses, resume;
+    int steps = 1, threads = 0;
     std::vector<double> betas{0.9, 0.999};
-    bool decay_all = false;
-    uint64_t seed = 0;
-    // Data-driven runs.
-    train::TrainerConfig tc;
-    std::string resume;
   };
   auto o = std::make_shared<Opts>();
-  app.add_option("-m,--model", o->model, "model folder (Hugging Face layout)");
+  // The command's defaults: no schedule and no clipping unless asked (the parity entry point relies on it).
+  o->tc.schedule = "constant";
+  o->tc.max_grad_norm = 0;
+  o->tc.lr = 1e-3;
+  app.add_option("-m,--model", o->tc.model, "model folder (Hugging Face layout)");
   app.add_option("--pixel-values", o->pixel_values, "normalised pixel values .npy, (1, 3, H, W) float32");
   app.add_option("--input-ids", o->input_ids, "parity mode: input ids .npy, (1, S), image tokens expanded");
   app.add_option("--labels", o->labels, "parity mode: labels .npy, (1, S), -100 = not supervised (shifted by one inside)");
@@ -70,11 +66,11 @@ Runner add_train(CLI::App& app) {
   app.add_flag("--group-by-length", o->tc.group_by_length, "batches of similar length");
   app.add_flag("--grad-checkpointing", o->tc.checkpointing, "recompute activations per block in the backward");
   app.add_option("--workers", o->tc.workers, "data loader threads");
-  app.add_option("--stage", o->stage, "1: projector; 2: projector + LLM (full, or LoRA with --lora-rank); 3: everything")
+  app.add_option("--stage", o->tc.stage, "1: projector; 2: projector + LLM (full, or LoRA with --lora-rank); 3: everything")
       ->check(CLI::Range(1, 3));
-  app.add_option("--lora-rank", o->lora_rank, "LoRA rank (0: full fine-tuning)");
-  app.add_option("--lora-alpha", o->lora_alpha, "LoRA alpha (scale alpha/rank)");
-  app.add_option("--lora-dropout", o->lora_dropout, "LoRA dropout");
+  app.add_option("--lora-rank", o->tc.lora_rank, "LoRA rank (0: full fine-tuning)");
+  app.add_option("--lora-alpha", o->tc.lora_alpha, "LoRA alpha (scale alpha/rank)");
+  app.add_option("--lora-dropout", o->tc.lora_dropout, "LoRA dropout");
   app.add_option("--lora-targets", o->tc.lora_targets, "linear layers to adapt, e.g. q_proj,v_proj (default: all of q,k,v,o,gate,up,down / fc1,fc2 / linear_1,2)")
       ->delimiter(',');
   app.add_option("--lora-components", o->tc.lora_components, "components that get adapters: vision,projector,llm")
@@ -82,54 +78,37 @@ Runner add_train(CLI::App& app) {
   app.add_option("--train", o->tc.train, "components to train in full, overriding the stage: vision,projector,llm")
       ->delimiter(',');
   app.add_option("--freeze", o->tc.freeze, "components to freeze, overriding the stage")->delimiter(',');
-  app.add_option("--optimizer", o->optimizer, "sgd or adamw")->check(CLI::IsMember({"sgd", "adamw"}));
-  app.add_option("--lr", o->lr, "learning rate");
-  app.add_option("--momentum", o->momentum, "SGD momentum");
-  app.add_option("--weight-decay", o->weight_decay, "weight decay (AdamW: decoupled; SGD: L2 on the gradient)");
+  app.add_option("--optimizer", o->tc.optimizer, "sgd or adamw")->check(CLI::IsMember({"sgd", "adamw"}));
+  app.add_option("--lr", o->tc.lr, "learning rate");
+  app.add_option("--momentum", o->tc.momentum, "SGD momentum");
+  app.add_option("--weight-decay", o->tc.weight_decay, "weight decay (AdamW: decoupled; SGD: L2 on the gradient)");
   app.add_option("--betas", o->betas, "AdamW betas, e.g. --betas 0.9 0.999")->expected(2);
-  app.add_option("--eps", o->eps, "AdamW epsilon");
-  app.add_flag("--decay-all", o->decay_all, "weight decay on every trained tensor (norms and biases too)");
-  app.add_option("--schedule", o->schedule, "constant (default: no schedule), linear or cosine")
+  app.add_option("--eps", o->tc.eps, "AdamW epsilon");
+  app.add_flag("--decay-all", o->tc.decay_all, "weight decay on every trained tensor (norms and biases too)");
+  app.add_option("--schedule", o->tc.schedule, "constant (default: no schedule), linear or cosine")
       ->check(CLI::IsMember({"constant", "linear", "cosine"}));
-  app.add_option("--warmup", o->warmup, "warmup steps");
-  app.add_option("--max-grad-norm", o->max_grad_norm, "clip gradients to this global norm (0: off)");
+  app.add_option("--warmup", o->tc.warmup, "warmup steps");
+  app.add_option("--max-grad-norm", o->tc.max_grad_norm, "clip gradients to this global norm (0: off)");
   app.add_option("--steps", o->steps, "optimizer steps on the batch")->check(CLI::PositiveNumber);
   app.add_option("--save-losses", o->save_losses, "write the loss before each step, (steps,) float32 .npy");
-  app.add_option("--out", o->out, "write the trained model (HF folder; + PEFT adapter when LoRA is on)");
-  app.add_option("--dtype", o->dtype, "matrix-product precision of trained layers: f32 or bf16")
+  app.add_option("--out", o->tc.out, "write the trained model (HF folder; + PEFT adapter when LoRA is on)");
+  app.add_option("--dtype", o->tc.dtype, "matrix-product precision of trained layers: f32 or bf16")
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("-t,--threads", o->threads, "threads");
-  app.add_option("--seed", o->seed, "seed (LoRA initialisation, dropout)");
+  app.add_option("--seed", o->tc.seed, "seed (LoRA initialisation, dropout)");
   return [o] {
     cpu::set_num_threads(o->threads);
+    o->tc.beta1 = o->betas[0];
+    o->tc.beta2 = o->betas[1];
     if (!o->resume.empty()) {
       train::TrainerConfig tc;
       tc.out = o->resume;
       train::run_training(tc, /*resume=*/true);
       return 0;
     }
-    IRIS_CHECK(!o->model.empty(), "train: -m/--model is required");
+    IRIS_CHECK(!o->tc.model.empty(), "train: -m/--model is required");
     if (o->input_ids.empty()) {  // a data-driven run
       train::TrainerConfig& tc = o->tc;
-      tc.model = o->model;
-      tc.out = o->out;
-      tc.stage = o->stage;
-      tc.lora_rank = o->lora_rank;
-      tc.lora_alpha = o->lora_alpha;
-      tc.lora_dropout = o->lora_dropout;
-      tc.optimizer = o->optimizer;
-      tc.lr = o->lr;
-      tc.momentum = o->momentum;
-      tc.weight_decay = o->weight_decay;
-      tc.beta1 = o->betas[0];
-      tc.beta2 = o->betas[1];
-      tc.eps = o->eps;
-      tc.decay_all = o->decay_all;
-      tc.schedule = o->schedule;
-      tc.warmup = o->warmup;
-      tc.max_grad_norm = o->max_grad_norm;
-      tc.seed = o->seed;
-      tc.dtype = o->dtype;
       IRIS_CHECK(!tc.out.empty(), "train: --out is required");
       IRIS_CHECK(!std::filesystem::exists(std::filesystem::path(tc.out) / "train_config.json"), "train: ", tc.out,
                  " already holds a run (continue it with --resume ", tc.out, ")");
@@ -137,15 +116,8 @@ Runner add_train(CLI::App& app) {
       return 0;
     }
     IRIS_CHECK(!o->labels.empty(), "train: --labels is required with --input-ids");
-    train::TrainerConfig pc = o->tc;
-    pc.stage = o->stage;
-    pc.lora_rank = o->lora_rank;
-    pc.lora_alpha = o->lora_alpha;
-    pc.lora_dropout = o->lora_dropout;
-    pc.seed = o->seed;
-    pc.dtype = o->dtype;
-    train::TrainSpec spec = train::make_spec(pc);
-    auto model = models::Vlm::load(o->model, {models::WeightPrecision::F32, /*full_vision_tower=*/spec.train_vision});
+    train::TrainSpec spec = train::make_spec(o->tc);
+    auto model = models::Vlm::load(o->tc.model, {models::WeightPrecision::F32, /*full_vision_tower=*/spec.train_vision});
     train::TrainableVlm tv(*model, spec);
 
     train::Example ex;
@@ -165,19 +137,10 @@ Runner add_train(CLI::App& app) {
     const int64_t n_sup = train::supervised_count(ex);
     IRIS_CHECK(n_sup > 0, "no supervised tokens: every label after the first is -100");
 
-    train::OptimizerConfig oc;
-    oc.kind = o->optimizer;
-    oc.lr = o->lr;
-    oc.momentum = o->momentum;
-    oc.weight_decay = o->weight_decay;
-    oc.beta1 = o->betas[0];
-    oc.beta2 = o->betas[1];
-    oc.eps = o->eps;
-    oc.decay_all = o->decay_all;
-    auto opt = train::Optimizer::create(oc);
+    auto opt = train::Optimizer::create(train::optimizer_config(o->tc));
     train::ScheduleConfig sc;
-    sc.kind = o->schedule;
-    sc.warmup_steps = o->warmup;
+    sc.kind = o->tc.schedule;
+    sc.warmup_steps = o->tc.warmup;
     sc.total_steps = o->steps;
 
     std::vector<float> losses;
@@ -189,27 +152,27 @@ Runner add_train(CLI::App& app) {
       std::vector<train::ParamRef> refs;
       for (train::Param* p : tv.params())
         refs.push_back({p->name, p->value.data<float>(), p->grad.data<float>(), p->value.numel(), p->decay});
-      double gnorm = o->max_grad_norm > 0 ? train::clip_grad_norm(refs, o->max_grad_norm) : 0.0;
-      double lr = train::schedule_lr(sc, o->lr, step);
+      double gnorm = o->tc.max_grad_norm > 0 ? train::clip_grad_norm(refs, o->tc.max_grad_norm) : 0.0;
+      double lr = train::schedule_lr(sc, o->tc.lr, step);
       opt->step(refs, lr);
       tv.weights_updated();
       std::fprintf(stderr, "step %d: loss %.6f (%lld tokens), lr %.3g%s\n", step + 1, losses.back(),
-                   (long long)count, lr, o->max_grad_norm > 0 ? (", grad norm " + std::to_string(gnorm)).c_str() : "");
+                   (long long)count, lr, o->tc.max_grad_norm > 0 ? (", grad norm " + std::to_string(gnorm)).c_str() : "");
     }
     if (!o->save_losses.empty())
       io::save_npy(o->save_losses, Tensor::from_vector(losses, {int64_t(losses.size())}));
-    if (!o->out.empty()) {
+    if (!o->tc.out.empty()) {
       const models::ModelConfig& cfg = model->config();
-      if (o->lora_rank > 0) {
-        train::save_peft_adapter(o->out + "/adapter", tv, o->model);
-        std::fprintf(stderr, "wrote the LoRA adapter to %s/adapter\n", o->out.c_str());
+      if (o->tc.lora_rank > 0) {
+        train::save_peft_adapter(o->tc.out + "/adapter", tv, o->tc.model);
+        std::fprintf(stderr, "wrote the LoRA adapter to %s/adapter\n", o->tc.out.c_str());
       }
-      models::Vlm::save_folder(o->out, cfg, tv.full_state(), DType::F32);
+      models::Vlm::save_folder(o->tc.out, cfg, tv.full_state(), DType::F32);
       for (const char* f : {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json"}) {
-        std::filesystem::path src = std::filesystem::path(o->model) / f;
-        if (std::filesystem::exists(src)) io::write_file_atomic(o->out + "/" + f, io::read_file(src.string()));
+        std::filesystem::path src = std::filesystem::path(o->tc.model) / f;
+        if (std::filesystem::exists(src)) io::write_file_atomic(o->tc.out + "/" + f, io::read_file(src.string()));
       }
-      std::fprintf(stderr, "wrote %s\n", o->out.c_str());
+      std::fprintf(stderr, "wrote %s\n", o->tc.out.c_str());
     }
     return 0;
   };

@@ -35,6 +35,9 @@ struct TrainerConfig {
 };
 
 struct TrainSpec;
+struct OptimizerConfig;
+// The optimizer settings of a configuration.
+OptimizerConfig optimizer_config(const TrainerConfig& cfg);
 // The TrainSpec of a configuration: the stage's, then --train/--freeze per component and the LoRA settings.
 TrainSpec make_spec(const TrainerConfig& cfg);
 
