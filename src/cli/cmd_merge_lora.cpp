@@ -26,11 +26,7 @@ Runner add_merge_lora(CLI::App& app) {
     int n = train::merge_lora(*model);
     DType dt = o->dtype == "bf16" ? DType::BF16 : o->dtype == "f16" ? DType::F16 : DType::F32;
     models::Vlm::save_folder(o->out, model->config(), model->state(), dt);
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json",
-                          "generation_config.json"}) {
-      fs::path src = fs::path(o->model) / f;
-      if (fs::exists(src)) io::write_file_atomic((fs::path(o->out) / f).string(), io::read_file(src.string()));
-    }
+    models::Vlm::copy_side_files(o->model, o->out);
     std::fprintf(stderr, "merged %d adapted layers into %s\n", n, o->out.c_str());
     return 0;
   };

@@ -168,10 +168,7 @@ Runner add_train(CLI::App& app) {
         std::fprintf(stderr, "wrote the LoRA adapter to %s/adapter\n", o->tc.out.c_str());
       }
       models::Vlm::save_folder(o->tc.out, cfg, tv.full_state(), DType::F32);
-      for (const char* f : {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json"}) {
-        std::filesystem::path src = std::filesystem::path(o->tc.model) / f;
-        if (std::filesystem::exists(src)) io::write_file_atomic(o->tc.out + "/" + f, io::read_file(src.string()));
-      }
+      models::Vlm::copy_side_files(o->tc.model, o->tc.out);
       std::fprintf(stderr, "wrote %s\n", o->tc.out.c_str());
     }
     return 0;

@@ -94,6 +94,14 @@ std::unique_ptr<Vlm> Vlm::create(const ModelConfig& cfg, uint64_t seed, float st
   return m;
 }
 
+void Vlm::copy_side_files(const std::string& from_dir, const std::string& to_dir) {
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json",
+                        "chat_template.jinja", "generation_config.json"}) {
+    fs::path src = fs::path(from_dir) / f;
+    if (fs::exists(src)) io::write_file_atomic((fs::path(to_dir) / f).string(), io::read_file(src.string()));
+  }
+}
+
 void Vlm::save_folder(const std::string& dir, const ModelConfig& cfg, const io::NamedTensors& weights, DType dtype,
                       const std::string& tokenizer_dir) {
   fs::create_directories(dir);

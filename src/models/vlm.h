@@ -40,6 +40,9 @@ class Vlm {
   const io::NamedTensors& created_weights() const { return created_; }
   // Writes a Hugging Face folder: config.json, model.safetensors (weights converted to `dtype`), and, when
   // tokenizer_dir is given, its tokenizer.json / tokenizer_config.json; for LLaVA a preprocessor_config.json.
+  // Copies the files beside the weights that a model folder needs (tokenizer, tokenizer_config, image processor,
+  // chat template, generation config) from one folder to another, where they exist.
+  static void copy_side_files(const std::string& from_dir, const std::string& to_dir);
   static void save_folder(const std::string& dir, const ModelConfig& cfg, const io::NamedTensors& weights, DType dtype,
                           const std::string& tokenizer_dir = "");
 

@@ -251,11 +251,7 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
   // Outputs other tools load: the full model as a Hugging Face folder, and the adapter as PEFT writes it.
   const std::string final_dir = (fs::path(cfg.out) / "final").string();
   models::Vlm::save_folder(final_dir, model->config(), tv.full_state(), DType::F32);
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json",
-                        "generation_config.json"}) {
-    fs::path src = fs::path(cfg.model) / f;
-    if (fs::exists(src)) io::write_file_atomic((fs::path(final_dir) / f).string(), io::read_file(src.string()));
-  }
+  models::Vlm::copy_side_files(cfg.model, final_dir);
   if (cfg.lora_rank > 0) save_peft_adapter((fs::path(cfg.out) / "adapter").string(), tv, cfg.model);
   write_loss_plot_svg((fs::path(cfg.out) / "loss.svg").string(), plot_steps, plot_losses, "training loss");
   std::fprintf(stderr, "done: %lld steps, final loss %.4f; wrote %s%s\n", (long long)step, last_loss,
