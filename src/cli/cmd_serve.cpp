@@ -76,6 +76,7 @@ Runner add_serve(CLI::App& app) {
     serve::ServeOptions serve;
     int parallel = 4, queue = 64;
     double timeout_s = 600;
+    bool ignore_eos = false;
     double max_body_mb = 32, max_image_mb = 20, image_cache_mb = 256;
     std::string model_name;
     bool quiet = false, watch_stdin = false;
@@ -94,6 +95,7 @@ Runner add_serve(CLI::App& app) {
       ->check(CLI::Range(1, 256));
   app.add_option("--queue", o->queue, "requests waiting beyond --parallel; more are answered 503")
       ->check(CLI::Range(0, 100000));
+  app.add_flag("--ignore-eos", o->ignore_eos, "keep generating past EOS (until max_tokens, a stop string or the time limit)");
   app.add_option("--timeout", o->timeout_s, "time limit per request in seconds, queueing included (0: none)")
       ->check(CLI::Range(0.0, 1e7));
   app.add_option("-n,--n-predict", o->serve.default_max_tokens,
@@ -150,6 +152,7 @@ Runner add_serve(CLI::App& app) {
     so.max_body_bytes = size_t(o->max_body_mb * 1024 * 1024);
     so.images.max_image_bytes = size_t(o->max_image_mb * 1024 * 1024);
     so.time_limit = std::chrono::milliseconds(int64_t(o->timeout_s * 1000));
+    so.ignore_eos = o->ignore_eos;
     so.http_threads =
         o->parallel + o->queue + 8;  // one per open connection: every admitted request, plus spare
     so.log_requests = !o->quiet;

@@ -382,7 +382,7 @@ runtime::Request Server::Impl::prepare(const ChatRequest& c, int64_t& prompt_tok
     throw HttpError(400, e.what());
   }
   r.options.stop = c.stop;
-  r.options.stop_at_eos = true;
+  r.options.stop_at_eos = !opt.ignore_eos;
   r.time_limit = opt.time_limit;
   return r;
 }

@@ -28,6 +28,7 @@ struct ServeOptions {
   int64_t default_max_tokens = 512;  // when a request names none (always capped by the context)
   int64_t max_tokens_limit = 0;      // requests asking for more get a 400; 0: the context is the only limit
   std::chrono::milliseconds time_limit{600'000};  // per request, queue wait included
+  bool ignore_eos = false;   // generate past EOS until max_tokens, a stop string or the time limit (llama.cpp's --ignore-eos)
   int http_threads = 32;     // each open connection holds one: size it for active + queued requests
   bool log_requests = true;  // one line per request on stderr
 };

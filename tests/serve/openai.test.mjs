@@ -233,7 +233,8 @@ test('a client that disconnects cancels its request', async () => {
 });
 
 test('a full queue answers 503 with an OpenAI error; the time limit ends long requests', async () => {
-  const small = await startServer(model, ['--parallel', '1', '--queue', '1', '--timeout', '1.5']);
+  // --ignore-eos: the random model could sample EOS before the limit on a fast machine; the limit must end it.
+  const small = await startServer(model, ['--parallel', '1', '--queue', '1', '--timeout', '1.5', '--ignore-eos']);
   try {
     const body = { model: 'tiny', messages: [user('Go on and on.')], max_tokens: 4000 };
     const results = await Promise.all(Array.from({ length: 6 }, () => post(small, body)));
