@@ -212,7 +212,12 @@ void Scheduler::step() {
   // 2. Retire finished requests (counted before their on_done runs).
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& a : active_) stats_.completed += a->done ? 1 : 0;
+    int64_t running = 0;
+    for (auto& a : active_) {
+      stats_.completed += a->done ? 1 : 0;
+      running += a->done ? 0 : 1;
+    }
+    stats_.active = running;  // before on_done: a caller woken by it sees the request gone
   }
   for (auto& a : active_) {
     if (!a->done) continue;
