@@ -22,6 +22,8 @@ Runner add_data(CLI::App& app) {
   shapes->add_option("--seed", o->seed, "random seed (same seed and split: byte-identical files)");
   shapes->add_option("--min-size", o->min_size, "smallest image side in pixels (default 64)");
   shapes->add_option("--max-size", o->max_size, "largest image side in pixels (default 224)");
+  shapes->add_option("--max-turns", o->max_turns,
+                     "questions per conversation: 1 to this many turns (default 3)");
   shapes->add_flag("--text", o->text,
                    "draw short words and numbers on some objects and ask about them (OCR)");
   shapes->add_option("--split", o->split, "split name, part of the random key (default train)");

@@ -43,6 +43,7 @@ Runner add_eval(CLI::App& app) {
   return [o] {
     IRIS_CHECK(o->e.limit >= 0, "eval: --limit ", o->e.limit, " is negative");
     o->model.apply_threads();
+    o->model.resolve();
     o->e.model = o->model.model;
     o->e.decode = o->model.engine_options().decode;
     o->e.progress = !o->quiet;

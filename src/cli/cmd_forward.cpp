@@ -51,6 +51,7 @@ Runner add_forward(CLI::App& app) {
   app.add_option("--save-generated-ids", o->save_generated_ids, "write the generated ids, (1, N) int64");
   return [o] {
     o->model.apply_threads();
+    o->model.resolve();
     IRIS_CHECK(o->image.empty() || o->pixel_values.empty(), "give --image or --pixel-values, not both");
     IRIS_CHECK(o->prompt.empty() != o->input_ids.empty(), "give exactly one of -p/--prompt and --input-ids");
     auto engine = runtime::Engine::load(o->model.model, o->model.engine_options());

@@ -26,6 +26,7 @@ Runner add_run(CLI::App& app) {
   app.add_flag("--raw", o->raw, "use the prompt as it is, without the chat template (write <image> where images go)");
   return [o] {
     o->model.apply_threads();
+    o->model.resolve();
     auto engine = runtime::Engine::load(o->model.model, o->model.engine_options());
     std::vector<vision::Image> imgs;
     vision::DecodeOptions dopt = o->model.engine_options().decode;

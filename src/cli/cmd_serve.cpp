@@ -132,6 +132,7 @@ Runner add_serve(CLI::App& app) {
     if (o->watch_stdin) start_stdin_watch();
 
     o->model.apply_threads();
+    o->model.resolve();
     runtime::EngineOptions eo = o->model.engine_options();
     auto engine = runtime::Engine::load(o->model.model, eo);
     text::validate(o->sampling.p);

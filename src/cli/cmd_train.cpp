@@ -50,6 +50,11 @@ Runner add_train(CLI::App& app) {
   app.add_option("--pixel-values", o->pixel_values, "normalised pixel values .npy, (1, 3, H, W) float32");
   app.add_option("--input-ids", o->input_ids, "parity mode: input ids .npy, (1, S), image tokens expanded");
   app.add_option("--labels", o->labels, "parity mode: labels .npy, (1, S), -100 = not supervised (shifted by one inside)");
+  app.add_option("--objective", o->tc.objective,
+                 "llava: conversations/captions with images (default); lm: next-token pretraining of the language "
+                 "model on plain text (--text)")
+      ->check(CLI::IsMember({"llava", "lm"}));
+  app.add_option("--text", o->tc.text, "objective lm: text files (.txt paragraphs, .jsonl strings, LLaVA .json turns)");
   app.add_option("--data", o->tc.data, "LLaVA conversation JSON (or JSONL) to train on");
   app.add_option("--captions", o->tc.captions, "image-caption JSONL (stage 1 style) to train on");
   app.add_option("--images", o->tc.images, "folder the data's image paths are relative to");

@@ -1,14 +1,40 @@
 // Flag definitions shared by the subcommands.
 #include "cli/common.h"
 
+#include <cstdlib>
+#include <filesystem>
+
 #include "cpu/threads.h"
 #include "train/lora.h"
 
 namespace iris::cli {
 
+namespace fs = std::filesystem;
+
+std::string builtin_model_dir() {
+  std::vector<fs::path> tried;
+  if (const char* env = std::getenv("IRIS_MODEL"); env && *env) tried.emplace_back(env);
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const fs::path bin = exe.parent_path();
+    tried.push_back(bin / ".." / "share" / "iris" / kBuiltinModelName);  // installed: PREFIX/bin, PREFIX/share/iris
+    tried.push_back(bin / ".." / ".." / "models" / kBuiltinModelName);   // build tree: REPO/build/bin
+    tried.push_back(bin / ".." / "models" / kBuiltinModelName);
+  }
+  std::string list;
+  for (const fs::path& p : tried) {
+    if (fs::exists(p / "config.json", ec)) return p.lexically_normal().string();
+    list += "\n  " + p.lexically_normal().string();
+  }
+  throw Error(str_cat("no -m/--model given and the built-in model (", kBuiltinModelName,
+                      ") was not found; looked in:", list, "\nset IRIS_MODEL or pass -m DIR"));
+}
+
 void ModelFlags::add(CLI::App& app) {
-  app.add_option("-m,--model", model, "model folder (Hugging Face layout: config.json, *.safetensors, tokenizer.json)")
-      ->required();
+  app.add_option("-m,--model", model,
+                 "model folder (Hugging Face layout: config.json, *.safetensors, tokenizer.json); default: the "
+                 "built-in model (models/iris-shapes, or $IRIS_MODEL)");
   app.add_option("--dtype", dtype, "matrix-product precision: auto (f32 for f32 checkpoints, else bf16), f32, bf16")
       ->check(CLI::IsMember({"auto", "f32", "bf16"}));
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
@@ -18,6 +44,11 @@ void ModelFlags::add(CLI::App& app) {
   app.add_option("--max-image-pixels", max_image_pixels, "refuse images with more pixels than this (checked before decoding)");
   app.add_flag("--no-exif", no_exif, "ignore EXIF orientation");
   app.add_option("--lora", lora, "LoRA adapter folder as PEFT writes it (adapter_config.json + adapter_model.safetensors)");
+}
+
+const std::string& ModelFlags::resolve() {
+  if (model.empty()) model = builtin_model_dir();
+  return model;
 }
 
 runtime::EngineOptions ModelFlags::engine_options() const {

@@ -7,8 +7,14 @@
 
 namespace iris::cli {
 
+// The model shipped with iris (trained by scripts/train-builtin.sh), used when no -m is given.
+inline constexpr const char* kBuiltinModelName = "iris-shapes";
+// Its folder: $IRIS_MODEL, else PREFIX/share/iris/iris-shapes next to an installed binary, else
+// models/iris-shapes of the source tree the binary was built in. Throws iris::Error listing where it looked.
+std::string builtin_model_dir();
+
 struct ModelFlags {
-  std::string model;
+  std::string model;  // "" until resolve(): the built-in model
   std::string dtype = "auto";
   int threads = 0;
   int64_t ctx = 0;
@@ -18,6 +24,7 @@ struct ModelFlags {
   std::string lora;  // PEFT adapter folder applied after loading
 
   void add(CLI::App& app);
+  const std::string& resolve();  // fills model with the built-in model's folder when -m was not given
   runtime::EngineOptions engine_options() const;
   void apply_threads() const;
 };

@@ -60,7 +60,21 @@ struct LoaderConfig {
   bool quiet = false;                   // no warnings on stderr (they are still counted)
 };
 
-class DataLoader {
+// What the trainer draws batches from (DataLoader for conversations, TextWindowLoader for plain text): batches
+// until nullopt at each epoch's end, a position, and a state a checkpoint stores to resume the same order.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual std::optional<std::vector<Example>> next_batch() = 0;
+  virtual int64_t epoch() const = 0;
+  virtual int64_t position() const = 0;
+  virtual int64_t epoch_size() const = 0;
+  virtual nlohmann::json state() const = 0;
+  virtual void restore(const nlohmann::json& state) = 0;
+  virtual LoadReport report() const = 0;
+};
+
+class DataLoader : public BatchSource {
  public:
   // Throws iris::Error on a bad config (or, with group_by_length and strict, on the first bad sample).
   DataLoader(std::vector<Sample> samples, const PromptFormat& fmt, LoaderConfig cfg);
@@ -70,16 +84,16 @@ class DataLoader {
 
   // The next batch (1..batch_size examples), or nullopt once at the end of each epoch; the call after that
   // starts the next epoch. In strict mode a bad sample throws iris::Error naming it.
-  std::optional<std::vector<Example>> next_batch();
+  std::optional<std::vector<Example>> next_batch() override;
 
-  int64_t epoch() const { return epoch_; }
-  int64_t position() const { return position_; }  // entries of this epoch's order consumed
-  int64_t epoch_size() const;                     // entries in an epoch's order
+  int64_t epoch() const override { return epoch_; }
+  int64_t position() const override { return position_; }  // entries of this epoch's order consumed
+  int64_t epoch_size() const override;                     // entries in an epoch's order
   void seek(int64_t epoch, int64_t position);
 
   // {"epoch", "position", "fingerprint"}; restore() checks the fingerprint, then seeks.
-  nlohmann::json state() const;
-  void restore(const nlohmann::json& state);
+  nlohmann::json state() const override;
+  void restore(const nlohmann::json& state) override;
   uint64_t fingerprint() const;
 
   // The order of an epoch: sample indices (without samples known bad in group_by_length mode).
@@ -87,7 +101,7 @@ class DataLoader {
   // Token length of each sample (computed once when group_by_length is on; 0 for bad samples), else empty.
   const std::vector<int64_t>& lengths() const { return lengths_; }
 
-  LoadReport report() const;  // skips found so far (each sample counted once)
+  LoadReport report() const override;  // skips found so far (each sample counted once)
   size_t size() const { return samples_.size(); }
   const ConversationEncoder& encoder() const { return encoder_; }
 

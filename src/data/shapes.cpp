@@ -170,6 +170,8 @@ void validate(const ShapesOptions& opt) {
              " is out of range (expected 32 to 2048 pixels)");
   IRIS_CHECK(opt.min_size <= opt.max_size, "shapes: --min-size ", opt.min_size, " is larger than --max-size ",
              opt.max_size);
+  IRIS_CHECK(opt.max_turns >= 1 && opt.max_turns <= 64, "shapes: --max-turns ", opt.max_turns,
+             " is out of range (expected 1 to 64)");
   IRIS_CHECK(!opt.split.empty() && opt.split.size() <= 64,
              "shapes: --split must be a name of 1 to 64 characters");
   for (char c : opt.split)

@@ -61,12 +61,13 @@ struct ShapesOptions {
   int64_t n = 0;
   uint64_t seed = 0;
   int min_size = 64, max_size = 224;
+  int max_turns = 3;            // question conversations hold 1 to max_turns question-answer turns
   bool text = false;            // draw labels (words, numbers) on some objects and ask about them
   std::string split = "train";  // part of the random key: "train" and "val" with one seed differ
 };
 
-// Throws iris::Error naming the bad value: n in [1, 10'000'000], sizes in [32, 2048] with min <= max, split a
-// non-empty [A-Za-z0-9_-] name.
+// Throws iris::Error naming the bad value: n in [1, 10'000'000], sizes in [32, 2048] with min <= max, max_turns
+// in [1, 64], split a non-empty [A-Za-z0-9_-] name.
 void validate(const ShapesOptions& opt);
 
 // The random key of one stream of one image (1 scene, 2 noise, 3 questions, 4 captions, 5 POPE, 6

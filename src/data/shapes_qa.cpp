@@ -478,8 +478,8 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
     }
     std::vector<QaPair> qa = make_questions(s, opt);
     shuffle(qa, rng);
-    for (size_t q = 0; q < qa.size();) {  // conversations of 1 to 3 turns
-      const size_t len = std::min(qa.size() - q, size_t(1 + rng.below(3)));
+    for (size_t q = 0; q < qa.size();) {  // conversations of 1 to max_turns turns
+      const size_t len = std::min(qa.size() - q, size_t(1 + rng.below(uint64_t(opt.max_turns))));
       json turns = json::array();
       for (size_t t = 0; t < len; ++t, ++q) {
         turns.push_back(
@@ -520,6 +520,7 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
       {"split", opt.split},
       {"min_size", opt.min_size},
       {"max_size", opt.max_size},
+      {"max_turns", opt.max_turns},
       {"text", opt.text},
       {"counts",
        {{"images", sum.images},

@@ -10,6 +10,8 @@
 #include "data/dataset.h"
 #include "data/encode.h"
 #include "data/loader.h"
+#include "data/text_corpus.h"
+#include "data/text_windows.h"
 #include "io/file.h"
 #include "train/checkpoint.h"
 #include "train/lora.h"
@@ -25,7 +27,7 @@ namespace iris::train {
 namespace fs = std::filesystem;
 
 #define IRIS_TRAIN_FIELDS(X)                                                                                    \
-  X(model) X(data) X(captions) X(images) X(out) X(stage) X(lora_rank) X(lora_alpha) X(lora_dropout) X(optimizer) \
+  X(objective) X(text) X(model) X(data) X(captions) X(images) X(out) X(stage) X(lora_rank) X(lora_alpha) X(lora_dropout) X(optimizer) \
   X(train) X(freeze) X(lora_targets) X(lora_components)                                                         \
   X(lr) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm) X(decay_all) X(schedule)          \
   X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every) X(keep_last) X(max_tokens) X(seed)  \
@@ -62,7 +64,7 @@ vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string&
 }  // namespace
 
 TrainSpec make_spec(const TrainerConfig& cfg) {
-  TrainSpec spec = stage_spec(cfg.stage, cfg.lora_rank);
+  TrainSpec spec = stage_spec(cfg.objective == "lm" ? 2 : cfg.stage, cfg.lora_rank);
   auto set = [&](const std::string& c, bool on) {
     if (c == "vision") spec.train_vision = on;
     else if (c == "projector") spec.train_projector = on;
@@ -83,6 +85,14 @@ TrainSpec make_spec(const TrainerConfig& cfg) {
                                    (c == "llm" && spec.train_llm);
                           }),
            lc.end());
+  if (cfg.objective == "lm") {  // text only: nothing below the language model sees data
+    IRIS_CHECK(cfg.train.empty() || (cfg.train.size() == 1 && cfg.train[0] == "llm"),
+               "train --objective lm trains the language model only (--train llm)");
+    spec.train_vision = spec.train_projector = false;
+    spec.train_llm = spec.lora.rank == 0;
+    lc.erase(std::remove_if(lc.begin(), lc.end(), [](const std::string& c) { return c != "llm"; }), lc.end());
+    if (spec.lora.rank > 0 && lc.empty()) lc = {"llm"};
+  }
   spec.seed = cfg.seed;
   spec.checkpointing = cfg.checkpointing;
   spec.precision = cfg.dtype == "bf16" ? cpu::MatmulPrecision::BF16 : cpu::MatmulPrecision::F32;
@@ -112,13 +122,21 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
     cfg = TrainerConfig::from_json(io::read_json_file(cp.string()));
     if (auto latest = latest_checkpoint(cfg.out)) ckpt = load_checkpoint(*latest);
   }
-  IRIS_CHECK(!cfg.data.empty() || !cfg.captions.empty(), "train: give --data (LLaVA JSON) or --captions (JSONL)");
+  IRIS_CHECK(cfg.objective == "llava" || cfg.objective == "lm", "train: objective '", cfg.objective,
+             "': expected llava or lm (clip has its own trainer)");
+  const bool lm_objective = cfg.objective == "lm";
+  if (lm_objective)
+    IRIS_CHECK(!cfg.text.empty() && cfg.data.empty() && cfg.captions.empty(),
+               "train --objective lm: give the corpus as --text FILE (.txt, .jsonl or LLaVA .json), not --data/--captions");
+  else
+    IRIS_CHECK(!cfg.data.empty() || !cfg.captions.empty(), "train: give --data (LLaVA JSON) or --captions (JSONL)");
   IRIS_CHECK(cfg.batch_size >= 1 && cfg.grad_accum >= 1 && cfg.epochs >= 1, "train: batch size, grad accumulation and epochs must be >= 1");
   fs::create_directories(cfg.out);
   if (!resume) io::write_file_atomic((fs::path(cfg.out) / "train_config.json").string(), cfg.to_json().dump(2) + "\n");
 
   // Model and what trains.
-  const bool vision_trains = cfg.stage == 3 || std::find(cfg.train.begin(), cfg.train.end(), "vision") != cfg.train.end();
+  const bool vision_trains =
+      !lm_objective && (cfg.stage == 3 || std::find(cfg.train.begin(), cfg.train.end(), "vision") != cfg.train.end());
   auto model = models::Vlm::load(cfg.model, {models::WeightPrecision::F32, /*full_vision_tower=*/vision_trains});
   TrainableVlm tv(*model, make_spec(cfg));
 
@@ -129,21 +147,36 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
     if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
   data::PromptFormat fmt = data::prompt_format_for(tok, model->has_vision() ? model->image_token_id() : -1,
                                                    model->image_tokens_per_image(), eos);
-  data::LoadReport report;
-  std::vector<data::Sample> samples = !cfg.data.empty() ? data::load_llava_json(cfg.data, &report, cfg.strict)
-                                                        : data::load_caption_jsonl(cfg.captions, cfg.seed, &report, cfg.strict);
-  IRIS_CHECK(!samples.empty(), "train: no usable examples in ", cfg.data.empty() ? cfg.captions : cfg.data);
-  data::LoaderConfig lc;
-  lc.image_dir = cfg.images;
-  if (model->has_vision()) lc.preprocess = preprocess_for(*model, cfg.model);
-  lc.workers = cfg.workers;
-  lc.seed = cfg.seed;
-  lc.augment = cfg.augment;
-  lc.max_tokens = cfg.max_tokens;
-  lc.group_by_length = cfg.group_by_length;
-  lc.batch_size = cfg.batch_size;
-  lc.strict = cfg.strict;
-  data::DataLoader loader(std::move(samples), fmt, lc);
+  std::unique_ptr<data::BatchSource> source;
+  if (lm_objective) {
+    std::vector<std::string> docs;
+    for (const std::string& f : cfg.text) {
+      std::vector<std::string> d = data::read_text_documents(f);
+      docs.insert(docs.end(), std::make_move_iterator(d.begin()), std::make_move_iterator(d.end()));
+    }
+    auto tw = std::make_unique<data::TextWindowLoader>(docs, tok, cfg.max_tokens, cfg.batch_size, cfg.seed);
+    std::fprintf(stderr, "text: %zu documents, %lld tokens, %lld windows of up to %lld tokens\n", docs.size(),
+                 (long long)tw->total_tokens(), (long long)tw->epoch_size(), (long long)cfg.max_tokens);
+    source = std::move(tw);
+  } else {
+    data::LoadReport report;
+    std::vector<data::Sample> samples = !cfg.data.empty()
+                                            ? data::load_llava_json(cfg.data, &report, cfg.strict)
+                                            : data::load_caption_jsonl(cfg.captions, cfg.seed, &report, cfg.strict);
+    IRIS_CHECK(!samples.empty(), "train: no usable examples in ", cfg.data.empty() ? cfg.captions : cfg.data);
+    data::LoaderConfig lc;
+    lc.image_dir = cfg.images;
+    if (model->has_vision()) lc.preprocess = preprocess_for(*model, cfg.model);
+    lc.workers = cfg.workers;
+    lc.seed = cfg.seed;
+    lc.augment = cfg.augment;
+    lc.max_tokens = cfg.max_tokens;
+    lc.group_by_length = cfg.group_by_length;
+    lc.batch_size = cfg.batch_size;
+    lc.strict = cfg.strict;
+    source = std::make_unique<data::DataLoader>(std::move(samples), fmt, lc);
+  }
+  data::BatchSource& loader = *source;
 
   auto opt = Optimizer::create(optimizer_config(cfg));
   const int64_t batches_per_epoch = (loader.epoch_size() + cfg.batch_size - 1) / cfg.batch_size;

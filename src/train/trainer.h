@@ -10,7 +10,11 @@
 namespace iris::train {
 
 struct TrainerConfig {
+  // "llava": conversations (--data) or captions (--captions) with images, by stage; "lm": next-token
+  // pretraining of the language model alone on plain text (--text files; packed windows of max_tokens).
+  std::string objective = "llava";
   std::string model, data, captions, images, out;
+  std::vector<std::string> text;  // lm: .txt, .jsonl or LLaVA .json files (data::read_text_documents)
   int stage = 2, lora_rank = 0;
   float lora_alpha = 16, lora_dropout = 0;
   std::vector<std::string> train, freeze;                // components ("vision", "projector", "llm") overriding the stage
@@ -38,7 +42,8 @@ struct TrainSpec;
 struct OptimizerConfig;
 // The optimizer settings of a configuration.
 OptimizerConfig optimizer_config(const TrainerConfig& cfg);
-// The TrainSpec of a configuration: the stage's, then --train/--freeze per component and the LoRA settings.
+// The TrainSpec of a configuration: the stage's, then --train/--freeze per component and the LoRA settings
+// (objective lm: the language model alone, fully or through LoRA).
 TrainSpec make_spec(const TrainerConfig& cfg);
 
 // Runs (or, when out/ holds a checkpoint and resume is set, continues) a training run. Returns the final loss.
