@@ -1,9 +1,11 @@
 // iris data: dataset tools. `iris data shapes` writes the generated shapes world (images, LLaVA JSON,
-// captions, POPE probes, ground-truth scenes) for training and evaluating the built-in model.
+// captions, POPE probes, ground-truth scenes) for training and evaluating the built-in model; `iris data
+// tokenizer` trains a byte-level BPE tokenizer on text, JSONL and LLaVA JSON files and writes its HF files.
 #include <cstdio>
 
 #include "cli/common.h"
 #include "data/shapes.h"
+#include "data/tokenizer_train.h"
 
 namespace iris::cli {
 
@@ -27,7 +29,35 @@ Runner add_data(CLI::App& app) {
   shapes->add_flag("--text", o->text,
                    "draw short words and numbers on some objects and ask about them (OCR)");
   shapes->add_option("--split", o->split, "split name, part of the random key (default train)");
-  return [shapes, o, out] {
+
+  CLI::App* tok = app.add_subcommand(
+      "tokenizer", "train a byte-level BPE tokenizer and write tokenizer.json, tokenizer_config.json and "
+                   "special_tokens_map.json (deterministic)");
+  auto t = std::make_shared<data::TokenizerTrainOptions>();
+  auto tok_out = std::make_shared<std::string>();
+  tok->add_option("--input", t->inputs,
+                  "training text (repeatable): .txt or any other name: plain text, paragraphs as documents; "
+                  ".jsonl: the string values of each line; .json: LLaVA conversations")
+      ->required();
+  tok->add_option("--vocab-size", t->vocab_size,
+                  "vocabulary size: 4 special tokens + 256 bytes + merges (at least 260)")
+      ->required();
+  tok->add_option("--out", *tok_out, "output folder")->required();
+  tok->add_option("--min-frequency", t->min_frequency, "fewest occurrences of a pair to merge it (default 2)");
+  tok->add_option("--model-max-length", t->model_max_length,
+                  "model_max_length written to tokenizer_config.json (default 2048)");
+
+  return [shapes, o, out, tok, t, tok_out] {
+    if (tok->parsed()) {
+      const data::TokenizerTrainSummary s = data::train_tokenizer(*t, *tok_out);
+      std::printf("%s: %lld files, %lld documents, %.1f MB, %lld pre-tokens (%lld distinct), read and counted in %.2f s\n",
+                  tok_out->c_str(), static_cast<long long>(s.files), static_cast<long long>(s.documents),
+                  double(s.bytes) / 1e6, static_cast<long long>(s.pre_tokens),
+                  static_cast<long long>(s.unique_pre_tokens), s.read_seconds);
+      std::printf("%lld merges, vocabulary %lld (%s), trained in %.2f s\n", static_cast<long long>(s.merges),
+                  static_cast<long long>(s.vocab_size), s.stop_reason.c_str(), s.train_seconds);
+      return 0;
+    }
     if (!shapes->parsed()) return 1;
     data::validate(*o);
     std::fprintf(stderr, "writing %lld images to %s\n", static_cast<long long>(o->n), out->c_str());

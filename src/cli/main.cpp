@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   add("train", "train on one pre-tokenised batch (parity entry point): stages, LoRA, SGD/AdamW", iris::cli::add_train);
   add("merge-lora", "merge a LoRA adapter into its base model and write the merged folder", iris::cli::add_merge_lora);
   add("init-model", "write a model folder with random weights (demo, tests, benchmarks)", iris::cli::add_init);
-  add("data", "dataset tools: generate the shapes world (iris data shapes)", iris::cli::add_data);
+  add("data", "dataset tools: the shapes world (data shapes), a BPE tokenizer (data tokenizer)", iris::cli::add_data);
   add("eval", "evaluate a model: VQA accuracy by question type, caption BLEU-4 and CIDEr, POPE", iris::cli::add_eval);
   try {
     app.parse(argc, argv);

@@ -27,6 +27,41 @@ std::string render_llava15(const std::vector<ChatMessage>& messages, const std::
   return out;
 }
 
+const std::string& llava15_chat_template() {
+  // Images are gathered before the text whatever the order of the parts, as render_llava15 places them; any role
+  // other than system and assistant is a user turn there too. The generation block starts right after
+  // "ASSISTANT:", where the generation prompt ends.
+  static const std::string tmpl =
+      "{%- for message in messages -%}\n"
+      "    {%- set ns = namespace(images='', text='') -%}\n"
+      "    {%- if message['content'] is string -%}\n"
+      "        {%- set ns.text = message['content'] -%}\n"
+      "    {%- else -%}\n"
+      "        {%- for part in message['content'] -%}\n"
+      "            {%- if part['type'] == 'image' or part['type'] == 'image_url' -%}\n"
+      "                {%- set ns.images = ns.images + '<image>\\n' -%}\n"
+      "            {%- elif part['type'] == 'text' -%}\n"
+      "                {%- set ns.text = ns.text + part['text'] -%}\n"
+      "            {%- endif -%}\n"
+      "        {%- endfor -%}\n"
+      "    {%- endif -%}\n"
+      "    {%- if message['role'] == 'system' -%}\n"
+      "        {{- ns.text + ' ' -}}\n"
+      "    {%- elif message['role'] == 'assistant' -%}\n"
+      "        {{- 'ASSISTANT:' -}}\n"
+      "        {%- generation -%}\n"
+      "            {{- ' ' + ns.images + ns.text + eos_token -}}\n"
+      "        {%- endgeneration -%}\n"
+      "    {%- else -%}\n"
+      "        {{- 'USER: ' + ns.images + ns.text + ' ' -}}\n"
+      "    {%- endif -%}\n"
+      "{%- endfor -%}\n"
+      "{%- if add_generation_prompt -%}\n"
+      "    {{- 'ASSISTANT:' -}}\n"
+      "{%- endif -%}\n";
+  return tmpl;
+}
+
 nlohmann::ordered_json chat_messages_json(const std::vector<ChatMessage>& messages) {
   nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
   for (const ChatMessage& m : messages) {

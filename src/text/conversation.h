@@ -31,6 +31,12 @@ using Spans = std::vector<std::pair<size_t, size_t>>;
 std::string render_llava15(const std::vector<ChatMessage>& messages, const std::string& eos_token,
                            bool add_generation_prompt, Spans* answer_spans = nullptr);
 
+// A Jinja chat template that renders exactly what render_llava15 renders, for messages as chat_messages_json
+// builds them (content lists of {"type": "image"} and {"type": "text", "text": ...} parts) or with plain string
+// content. Each assistant turn's " " + images + text + eos_token is a {% generation %} block, so the generation
+// spans equal render_llava15's answer_spans. Tokenizers trained by iris (`iris data tokenizer`) ship it.
+const std::string& llava15_chat_template();
+
 // The messages in the form chat templates receive them: [{"content": [{"type": "image"}, ...,
 // {"text": "...", "type": "text"}], "role": "user"}, ...] (keys in sorted order, so nlohmann::json and
 // nlohmann::ordered_json render the same).

@@ -1,6 +1,6 @@
 // The iris command end to end: parity through `iris forward`, tokenization through `iris tokenize`, generation
-// through `iris run` on a model made by `iris init-model`, and bad input: each a clear one-line error and a
-// non-zero exit, never a crash.
+// through `iris run` on a model made by `iris init-model`, tokenizer training through `iris data tokenizer`, and
+// bad input: each a clear one-line error and a non-zero exit, never a crash.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -98,6 +98,37 @@ TEST(Cli, TokenizeJsonlMatchesGolden) {
     }
     EXPECT_GT(n, 10);
   }
+}
+
+TEST(Cli, DataTokenizerTrainsAndLoads) {
+  const std::string tmp = test::temp_dir() + "/tok-cli";
+  fs::create_directories(tmp);
+  std::string captions;
+  for (int i = 0; i < 30; ++i)
+    captions += "{\"caption\": \"A red circle and a blue square number " + std::to_string(i) +
+                ".\", \"image\": \"i.png\"}\n";
+  test::write_file(tmp + "/captions.jsonl", captions);
+  test::write_file(tmp + "/notes", "Plain text about circles and squares.\n\nAnother paragraph.\n");
+  const std::string args =
+      "data tokenizer --input " + tmp + "/captions.jsonl --input " + tmp + "/notes --vocab-size 280 ";
+  Result r = iris_cmd(args + "--out " + tmp + "/a");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("20 merges, vocabulary 280"), std::string::npos) << r.out;
+  ASSERT_EQ(iris_cmd(args + "--out " + tmp + "/b").code, 0);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    EXPECT_EQ(test::read_file(tmp + "/a/" + f), test::read_file(tmp + "/b/" + f)) << f;
+  Result t = iris_cmd("tokenize --tokenizer " + tmp + "/a -p '<image>A red circle'");
+  ASSERT_EQ(t.code, 0) << t.out;
+  EXPECT_EQ(t.out.rfind("[0,3,", 0), 0u) << t.out;  // BOS, then <image> as one token
+
+  expect_error(iris_cmd("data tokenizer --input " + tmp + "/notes --vocab-size 100 --out " + tmp + "/c"),
+               "at least 260");
+  expect_error(iris_cmd("data tokenizer --input " + tmp + "/missing.txt --vocab-size 300 --out " + tmp + "/c"),
+               "missing.txt");
+  test::write_file(tmp + "/bad.json", "[{\"conversations\": [");
+  expect_error(iris_cmd("data tokenizer --input " + tmp + "/bad.json --vocab-size 300 --out " + tmp + "/c"),
+               "bad.json");
+  EXPECT_FALSE(fs::exists(tmp + "/c"));
 }
 
 TEST(Cli, RunGeneratesDeterministically) {
