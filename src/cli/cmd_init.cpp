@@ -5,6 +5,7 @@
 #include "cli/common.h"
 #include "io/file.h"
 #include "models/presets.h"
+#include "text/tokenizer.h"
 
 namespace iris::cli {
 
@@ -25,6 +26,20 @@ Runner add_init(CLI::App& app) {
   app.add_option("--dtype", o->dtype, "stored dtype: f32, bf16, f16")->check(CLI::IsMember({"f32", "bf16", "f16"}));
   return [o] {
     models::ModelConfig cfg = o->config.empty() ? models::preset(o->preset) : models::ModelConfig::from_file(o->config);
+    if (!o->tokenizer.empty()) {  // a tokenizer that does not fit the model would make a folder that cannot run
+      text::Tokenizer tok = text::Tokenizer::from_dir(o->tokenizer);
+      const models::LlamaConfig& t = cfg.text();
+      IRIS_CHECK(tok.vocab_size() <= t.vocab_size, "init-model: the tokenizer in ", o->tokenizer, " has ",
+                 tok.vocab_size(), " tokens but the model's vocabulary is ", t.vocab_size);
+      if (cfg.arch == models::Architecture::Llava) {
+        auto img = tok.token_to_id("<image>");
+        IRIS_CHECK(!img || *img == cfg.llava.image_token_index, "init-model: the tokenizer's <image> is id ", *img,
+                   " but the model's image_token_index is ", cfg.llava.image_token_index);
+      }
+      for (int e : t.eos_token_ids)
+        IRIS_CHECK(e < tok.vocab_size() || tok.eos_ids().empty(), "init-model: eos_token_id ", e,
+                   " is not a token of the tokenizer");
+    }
     auto m = models::Vlm::create(cfg, o->seed, o->std);
     DType dt = o->dtype == "bf16" ? DType::BF16 : o->dtype == "f16" ? DType::F16 : DType::F32;
     models::Vlm::save_folder(o->out, cfg, m->created_weights(), dt, o->tokenizer);

@@ -29,8 +29,23 @@ ModelConfig preset(const std::string& name) {
     v.hidden_size = 1024, v.intermediate_size = 4096, v.num_hidden_layers = 24, v.num_attention_heads = 16;
     t.hidden_size = 1280, t.intermediate_size = 3456, t.num_hidden_layers = 24, t.num_attention_heads = 20;
     t.num_key_value_heads = 4;
+  } else if (name == "iris-shapes") {
+    // The built-in model (scripts/train-builtin.sh): 64 px images in 8 px patches (64 image tokens), a
+    // 4-layer ViT and a 4-layer Llama over the 1024-token byte-level BPE of `iris data tokenizer` (ids: <s> 0,
+    // </s> 1, <pad> 2, <image> 3). The whole tower is used (last layer), as CLIP pretraining trains it.
+    v.image_size = 64, v.patch_size = 8, v.hidden_act = "gelu";
+    v.hidden_size = 128, v.intermediate_size = 512, v.num_hidden_layers = 4, v.num_attention_heads = 4;
+    t.hidden_size = 256, t.intermediate_size = 704, t.num_hidden_layers = 4, t.num_attention_heads = 4;
+    t.num_key_value_heads = 4;
+    t.vocab_size = 1024;
+    t.max_position_embeddings = 512;
+    t.bos_token_id = 0;
+    t.eos_token_ids = {1};
+    c.image_token_index = 3;
+    c.pad_token_id = 2;
+    c.vision_feature_layer = -1;
   } else {
-    throw Error(str_cat("unknown preset '", name, "' (known: tiny-llava, llava-1.5-0.5b)"));
+    throw Error(str_cat("unknown preset '", name, "' (known: tiny-llava, llava-1.5-0.5b, iris-shapes)"));
   }
   t.head_dim = t.hidden_size / t.num_attention_heads;
   c.validate();

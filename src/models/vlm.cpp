@@ -95,8 +95,8 @@ std::unique_ptr<Vlm> Vlm::create(const ModelConfig& cfg, uint64_t seed, float st
 }
 
 void Vlm::copy_side_files(const std::string& from_dir, const std::string& to_dir) {
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.json",
-                        "chat_template.jinja", "generation_config.json"}) {
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
+                        "processor_config.json", "chat_template.json", "chat_template.jinja", "generation_config.json"}) {
     fs::path src = fs::path(from_dir) / f;
     if (fs::exists(src)) io::write_file_atomic((fs::path(to_dir) / f).string(), io::read_file(src.string()));
   }
@@ -113,7 +113,7 @@ void Vlm::save_folder(const std::string& dir, const ModelConfig& cfg, const io::
   for (const auto& [name, t] : weights) conv.emplace_back(name, t.dtype() == dtype ? t : t.to(dtype));
   io::save_safetensors((fs::path(dir) / "model.safetensors").string(), conv);
   if (!tokenizer_dir.empty()) {
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
       fs::path src = fs::path(tokenizer_dir) / f;
       if (fs::exists(src)) io::write_file_atomic((fs::path(dir) / f).string(), io::read_file(src.string()));
     }
@@ -133,6 +133,14 @@ void Vlm::save_folder(const std::string& dir, const ModelConfig& cfg, const io::
                      {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
                      {"image_std", {0.26862954, 0.26130258, 0.27577711}}};
     io::write_file_atomic((fs::path(dir) / "preprocessor_config.json").string(), p.dump(2) + "\n");
+    // What transformers' LlavaProcessor reads to expand "<image>" (one token per patch, plus the class token
+    // unless the "default" strategy drops it).
+    nlohmann::json pc{{"processor_class", "LlavaProcessor"},
+                      {"image_token", "<image>"},
+                      {"patch_size", cfg.llava.vision.patch_size},
+                      {"vision_feature_select_strategy", cfg.llava.vision_feature_select_strategy},
+                      {"num_additional_image_tokens", 1}};
+    io::write_file_atomic((fs::path(dir) / "processor_config.json").string(), pc.dump(2) + "\n");
   }
 }
 
