@@ -1,12 +1,15 @@
 // iris train: the parity entry point. Trains on one pre-tokenised batch (--pixel-values, --input-ids, --labels as
 // .npy; labels -100 are ignored) with the seed's stages, SGD or AdamW, and writes the loss before each step and
 // the trained weights as a Hugging Face folder (and a PEFT adapter when LoRA is on).
+// With --data/--captions it runs the LLaVA trainer (train/trainer.h); with --objective clip, contrastive pretraining
+// of the vision tower (train/clip.h).
 #include <cstdio>
 #include <filesystem>
 
 #include "cli/common.h"
 #include "cpu/threads.h"
 #include "io/npy.h"
+#include "train/clip.h"
 #include "train/lora.h"
 #include "train/optim.h"
 #include "train/schedule.h"
@@ -32,6 +35,40 @@ std::vector<int32_t> int_ids(const std::string& path, const char* what) {
   return r;
 }
 
+// --objective clip: the shared flags the user gave override ClipConfig's own defaults (CLIP's, not this command's).
+int run_clip(const CLI::App& app, const train::TrainerConfig& tc, train::ClipConfig cc, const std::string& resume) {
+  if (!resume.empty()) {
+    IRIS_CHECK(train::is_clip_run(resume), "train --objective clip --resume ", resume, ": not a contrastive run");
+    cc.out = resume;
+    train::run_clip_training(cc, /*resume=*/true);
+    return 0;
+  }
+  IRIS_CHECK(tc.data.empty(), "train --objective clip: give --captions (image-caption JSONL), not --data");
+  auto given = [&](const char* flag) { return app.count(flag) > 0; };
+  cc.model = tc.model, cc.captions = tc.captions, cc.images = tc.images, cc.out = tc.out;
+  if (given("--optimizer")) cc.optimizer = tc.optimizer;
+  if (given("--lr")) cc.lr = tc.lr;
+  if (given("--momentum")) cc.momentum = tc.momentum;
+  if (given("--weight-decay")) cc.weight_decay = tc.weight_decay;
+  if (given("--betas")) cc.beta1 = tc.beta1, cc.beta2 = tc.beta2;
+  if (given("--eps")) cc.eps = tc.eps;
+  if (given("--decay-all")) cc.decay_all = tc.decay_all;
+  if (given("--schedule")) cc.schedule = tc.schedule;
+  if (given("--warmup")) cc.warmup = tc.warmup;
+  if (given("--max-grad-norm")) cc.max_grad_norm = tc.max_grad_norm;
+  if (given("--epochs")) cc.epochs = tc.epochs;
+  if (given("--max-steps")) cc.max_steps = tc.max_steps;
+  if (given("--batch-size")) cc.batch_size = tc.batch_size;
+  if (given("--save-every")) cc.save_every = tc.save_every;
+  if (given("--keep")) cc.keep_last = tc.keep_last;
+  if (given("--seed")) cc.seed = tc.seed;
+  if (given("--workers")) cc.workers = tc.workers;
+  if (given("--dtype")) cc.dtype = tc.dtype;
+  cc.checkpointing = tc.checkpointing;
+  train::run_clip_training(cc, /*resume=*/false);
+  return 0;
+}
+
 }  // namespace
 
 Runner add_train(CLI::App& app) {
@@ -40,6 +77,8 @@ Runner add_train(CLI::App& app) {
     std::string pixel_values, input_ids, labels, save_losses, resume;
     int steps = 1, threads = 0;
     std::vector<double> betas{0.9, 0.999};
+    std::string objective = "llava";
+    train::ClipConfig clip;  // --objective clip's own settings
   };
   auto o = std::make_shared<Opts>();
   // The command's defaults: no schedule and no clipping unless asked (the parity entry point relies on it).
@@ -101,10 +140,17 @@ Runner add_train(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("-t,--threads", o->threads, "threads");
   app.add_option("--seed", o->tc.seed, "seed (LoRA initialisation, dropout)");
-  return [o] {
+  app.add_option("--objective", o->objective, "llava (default: --data/--captions as conversations) or clip "
+                 "(contrastive pretraining of the vision tower on --captions)")->check(CLI::IsMember({"llava", "clip"}));
+  app.add_option("--text-layers", o->clip.text_layers, "clip: text encoder layers (default 2)");
+  app.add_option("--text-hidden", o->clip.text_hidden, "clip: text encoder width (default 128)");
+  app.add_option("--embed-dim", o->clip.embed_dim, "clip: shared embedding width (default 128)");
+  return [o, &app] {
     cpu::set_num_threads(o->threads);
     o->tc.beta1 = o->betas[0];
     o->tc.beta2 = o->betas[1];
+    if (o->objective == "clip" || (!o->resume.empty() && train::is_clip_run(o->resume)))
+      return run_clip(app, o->tc, o->clip, o->resume);
     if (!o->resume.empty()) {
       train::TrainerConfig tc;
       tc.out = o->resume;

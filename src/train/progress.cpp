@@ -62,7 +62,7 @@ void ProgressBar::write(const std::string& s) {
   std::fflush(opt_.out);
 }
 
-void ProgressBar::update(const StepMetrics& m) {
+void ProgressBar::update(const StepMetrics& m, const std::string& note) {
   double now = seconds_since_start();
   int64_t done = m.step - start_;
   double eta = done > 0 ? now / double(done) * double(std::max<int64_t>(total_ - m.step, 0)) : -1;
@@ -71,6 +71,7 @@ void ProgressBar::update(const StepMetrics& m) {
     if (!last && now - last_draw_ < opt_.min_redraw_s) return;
     last_draw_ = now;
     std::string line = format(m, eta);
+    if (!note.empty()) line += " | " + note;
     // Pad over a longer previous line instead of relying on terminal escape codes.
     std::string out = "\r" + line;
     if (line.size() < last_len_) out += std::string(last_len_ - line.size(), ' ');
@@ -80,7 +81,7 @@ void ProgressBar::update(const StepMetrics& m) {
     write(out);
   } else {
     if (!(m.step == start_ + 1 || m.step % opt_.every == 0 || last)) return;
-    write(format(m, eta) + "\n");
+    write(format(m, eta) + (note.empty() ? "" : " | " + note) + "\n");
   }
 }
 

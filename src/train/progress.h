@@ -28,7 +28,8 @@ class ProgressBar {
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;
 
-  void update(const StepMetrics& m);   // after each optimizer step
+  // After each optimizer step; a non-empty note (e.g. other metrics) is appended to the line after " | ".
+  void update(const StepMetrics& m, const std::string& note = "");
   void message(const std::string& s);  // a line of text (a checkpoint saved, an eval result) above the bar
   void finish();                       // ends the redrawn line with a newline (once)
 

@@ -50,8 +50,6 @@ TrainerConfig TrainerConfig::from_json(const nlohmann::json& j) {
   return c;
 }
 
-namespace {
-
 vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string& dir) {
   fs::path pp = fs::path(dir) / "preprocessor_config.json";
   if (fs::exists(pp)) return vision::PreprocessConfig::from_file(pp.string());
@@ -60,8 +58,6 @@ vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string&
   p.crop_height = p.crop_width = int(m.image_size());
   return p;
 }
-
-}  // namespace
 
 TrainSpec make_spec(const TrainerConfig& cfg) {
   TrainSpec spec = stage_spec(cfg.objective == "lm" ? 2 : cfg.stage, cfg.lora_rank);

@@ -7,6 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "vision/preprocess.h"
+
+namespace iris::models {
+class Vlm;
+}
+
 namespace iris::train {
 
 struct TrainerConfig {
@@ -45,6 +51,10 @@ OptimizerConfig optimizer_config(const TrainerConfig& cfg);
 // The TrainSpec of a configuration: the stage's, then --train/--freeze per component and the LoRA settings
 // (objective lm: the language model alone, fully or through LoRA).
 TrainSpec make_spec(const TrainerConfig& cfg);
+
+// The image preprocessing of a model folder: its preprocessor_config.json, else a CLIP resize and centre crop to the
+// vision tower's image size.
+vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string& dir);
 
 // Runs (or, when out/ holds a checkpoint and resume is set, continues) a training run. Returns the final loss.
 double run_training(const TrainerConfig& cfg, bool resume);

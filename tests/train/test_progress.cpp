@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -274,6 +275,29 @@ TEST(ProgressBar, PlainLinesEveryNSteps) {
        {"loss 0.2308", "lr 1.20e-03", "1234 tok/s", "100%", "ETA", "[####################]"})
     EXPECT_NE(lines[3].find(part), std::string::npos) << part << " in " << lines[3];
   EXPECT_NE(lines[0].find("[#..................."), std::string::npos) << lines[0];
+}
+
+// A note (other metrics, e.g. retrieval accuracy) ends the line, plain or redrawn.
+TEST(ProgressBar, NoteEndsTheLine) {
+  for (int tty : {0, 1}) {
+    std::FILE* f = std::tmpfile();
+    ASSERT_NE(f, nullptr);
+    {
+      ProgressOptions o;
+      o.out = f;
+      o.tty = tty;
+      o.min_redraw_s = 0;
+      ProgressBar bar(2, 0, o);
+      bar.update(metrics_at(1), "acc i2t 0.50");
+      bar.update(metrics_at(2));
+    }
+    std::string out = contents(f);
+    std::fclose(f);
+    const size_t at = out.find(" | acc i2t 0.50");
+    ASSERT_NE(at, std::string::npos) << out;
+    EXPECT_EQ(out.find("acc", at + 4), std::string::npos) << "the note is not kept for the next step: " << out;
+    EXPECT_EQ(out[at + std::strlen(" | acc i2t 0.50")], tty ? '\r' : '\n') << out;
+  }
 }
 
 TEST(ProgressBar, TtyRedrawsInPlace) {
