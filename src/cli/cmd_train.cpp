@@ -77,7 +77,6 @@ Runner add_train(CLI::App& app) {
     std::string pixel_values, input_ids, labels, save_losses, resume;
     int steps = 1, threads = 0;
     std::vector<double> betas{0.9, 0.999};
-    std::string objective = "llava";
     train::ClipConfig clip;  // --objective clip's own settings
   };
   auto o = std::make_shared<Opts>();
@@ -91,8 +90,8 @@ Runner add_train(CLI::App& app) {
   app.add_option("--labels", o->labels, "parity mode: labels .npy, (1, S), -100 = not supervised (shifted by one inside)");
   app.add_option("--objective", o->tc.objective,
                  "llava: conversations/captions with images (default); lm: next-token pretraining of the language "
-                 "model on plain text (--text)")
-      ->check(CLI::IsMember({"llava", "lm"}));
+                 "model on plain text (--text); clip: contrastive pretraining of the vision tower on --captions")
+      ->check(CLI::IsMember({"llava", "lm", "clip"}));
   app.add_option("--text", o->tc.text, "objective lm: text files (.txt paragraphs, .jsonl strings, LLaVA .json turns)");
   app.add_option("--data", o->tc.data, "LLaVA conversation JSON (or JSONL) to train on");
   app.add_option("--captions", o->tc.captions, "image-caption JSONL (stage 1 style) to train on");
@@ -140,8 +139,6 @@ Runner add_train(CLI::App& app) {
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("-t,--threads", o->threads, "threads");
   app.add_option("--seed", o->tc.seed, "seed (LoRA initialisation, dropout)");
-  app.add_option("--objective", o->objective, "llava (default: --data/--captions as conversations) or clip "
-                 "(contrastive pretraining of the vision tower on --captions)")->check(CLI::IsMember({"llava", "clip"}));
   app.add_option("--text-layers", o->clip.text_layers, "clip: text encoder layers (default 2)");
   app.add_option("--text-hidden", o->clip.text_hidden, "clip: text encoder width (default 128)");
   app.add_option("--embed-dim", o->clip.embed_dim, "clip: shared embedding width (default 128)");
@@ -149,7 +146,7 @@ Runner add_train(CLI::App& app) {
     cpu::set_num_threads(o->threads);
     o->tc.beta1 = o->betas[0];
     o->tc.beta2 = o->betas[1];
-    if (o->objective == "clip" || (!o->resume.empty() && train::is_clip_run(o->resume)))
+    if (o->tc.objective == "clip" || (!o->resume.empty() && train::is_clip_run(o->resume)))
       return run_clip(app, o->tc, o->clip, o->resume);
     if (!o->resume.empty()) {
       train::TrainerConfig tc;

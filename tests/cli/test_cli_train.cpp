@@ -202,3 +202,53 @@ TEST(CliTrain, TrainFreezeOverrideTheStage) {
   EXPECT_GT(vision_changed, 0);
   EXPECT_EQ(run(train_args(f, f.dir + "/run-badcomp", "--train eyes --max-steps 1"), &log), 1) << log;
 }
+
+// --objective lm: next-token training on plain text changes the language model only, lowers the loss, resumes
+// exactly after a stop, and refuses data it cannot use.
+TEST(CliTrain, LanguageModelObjectiveOnText) {
+  const Fixture& f = fixture();
+  const std::string text = f.dir + "/corpus.txt";
+  std::string corpus;
+  for (int i = 0; i < 40; ++i)
+    corpus += "The red circle is left of the blue square. How many stars? " + std::to_string(i % 4) + "\n\n";
+  test::write_file(text, corpus);
+  const std::string out = f.dir + "/run-lm";
+  const std::string args = "train --objective lm -m " + f.model + " --text " + text + " --text " + f.data +
+                           "/captions.jsonl --max-tokens 32 --batch-size 4 --lr 3e-3 -t 1 --seed 3 --out ";
+  std::string log;
+  ASSERT_EQ(run(args + out + " --max-steps 20", &log), 0) << log;
+  std::vector<double> l = losses(out);
+  ASSERT_EQ(l.size(), 20u);
+  EXPECT_LT((l[16] + l[17] + l[18] + l[19]) / 4, 0.7 * (l[0] + l[1] + l[2] + l[3]) / 4);
+  io::Checkpoint base = io::Checkpoint::open(f.model), trained = io::Checkpoint::open(out + "/final");
+  int llm_changed = 0;
+  for (const std::string& name : base.names()) {
+    const bool llm = name.rfind("language_model.", 0) == 0;
+    const bool same = same_bytes(base.get(name), trained.get(name));
+    if (!llm) {
+      EXPECT_TRUE(same) << name << " changed under --objective lm";
+    }
+    llm_changed += llm && !same;
+  }
+  EXPECT_GT(llm_changed, 0);
+
+  // Stopped after 8 steps (checkpoint at 8), resumed: the same weights as the uninterrupted run of 12.
+  const std::string full = f.dir + "/run-lm-full", part = f.dir + "/run-lm-part";
+  ASSERT_EQ(run(args + full + " --max-steps 12 --save-every 4", &log), 0) << log;
+  ASSERT_EQ(run(args + part + " --max-steps 12 --save-every 4", &log), 0) << log;
+  fs::remove_all(part + "/final");
+  for (const char* step : {"step-00000012"}) fs::remove_all(part + "/" + step);
+  {
+    std::ofstream latest(part + "/latest");
+    latest << "step-00000008\n";
+  }
+  ASSERT_EQ(run("train --resume " + part + " -t 1", &log), 0) << log;
+  io::Checkpoint a = io::Checkpoint::open(full + "/final"), b = io::Checkpoint::open(part + "/final");
+  for (const std::string& name : a.names()) EXPECT_TRUE(same_bytes(a.get(name), b.get(name))) << name;
+
+  EXPECT_NE(run("train --objective lm -m " + f.model + " --out " + f.dir + "/lm-bad1 -t 1", &log), 0);
+  EXPECT_NE(log.find("--text"), std::string::npos) << log;
+  EXPECT_NE(run("train --objective lm -m " + f.model + " --text " + f.dir + "/missing.txt --out " + f.dir +
+                    "/lm-bad2 -t 1", &log), 0);
+  EXPECT_NE(log.find("missing.txt"), std::string::npos) << log;
+}
