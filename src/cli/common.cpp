@@ -12,15 +12,18 @@ namespace iris::cli {
 namespace fs = std::filesystem;
 
 std::string builtin_model_dir() {
-  std::vector<fs::path> tried;
-  if (const char* env = std::getenv("IRIS_MODEL"); env && *env) tried.emplace_back(env);
   std::error_code ec;
+  if (const char* env = std::getenv("IRIS_MODEL"); env && *env) {
+    IRIS_CHECK(fs::exists(fs::path(env) / "config.json", ec), "IRIS_MODEL=", env,
+               " is not a model folder (no config.json there)");
+    return env;
+  }
+  std::vector<fs::path> tried;
   const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
   if (!ec) {
     const fs::path bin = exe.parent_path();
     tried.push_back(bin / ".." / "share" / "iris" / kBuiltinModelName);  // installed: PREFIX/bin, PREFIX/share/iris
     tried.push_back(bin / ".." / ".." / "models" / kBuiltinModelName);   // build tree: REPO/build/bin
-    tried.push_back(bin / ".." / "models" / kBuiltinModelName);
   }
   std::string list;
   for (const fs::path& p : tried) {

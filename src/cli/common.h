@@ -9,8 +9,9 @@ namespace iris::cli {
 
 // The model shipped with iris (trained by scripts/train-builtin.sh), used when no -m is given.
 inline constexpr const char* kBuiltinModelName = "iris-shapes";
-// Its folder: $IRIS_MODEL, else PREFIX/share/iris/iris-shapes next to an installed binary, else
-// models/iris-shapes of the source tree the binary was built in. Throws iris::Error listing where it looked.
+// Its folder: $IRIS_MODEL when set (an error if it is not a model folder), else PREFIX/share/iris/iris-shapes
+// next to an installed binary, else models/iris-shapes of the source tree the binary was built in (build/bin).
+// Throws iris::Error listing where it looked.
 std::string builtin_model_dir();
 
 struct ModelFlags {
