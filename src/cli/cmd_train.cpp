@@ -109,6 +109,8 @@ Runner add_train(CLI::App& app) {
   app.add_flag("--group-by-length", o->tc.group_by_length, "batches of similar length");
   app.add_flag("--grad-checkpointing", o->tc.checkpointing, "recompute activations per block in the backward");
   app.add_option("--workers", o->tc.workers, "data loader threads");
+  app.add_option("--replicas", o->tc.replicas,
+                 "data parallelism: N model replicas, one thread each, share each step's examples (for small models)");
   app.add_option("--stage", o->tc.stage, "1: projector; 2: projector + LLM (full, or LoRA with --lora-rank); 3: everything")
       ->check(CLI::Range(1, 3));
   app.add_option("--lora-rank", o->tc.lora_rank, "LoRA rank (0: full fine-tuning)");

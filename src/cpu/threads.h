@@ -9,7 +9,20 @@
 namespace iris::cpu {
 
 void set_num_threads(int n);  // n <= 0: all cores
-int num_threads();
+int num_threads();             // this thread's: its ScopedThreads override, else the process-wide setting
+
+// Runs the calling thread's parallel regions (and so oneDNN's products) on n threads until destroyed, without
+// changing the process-wide setting: data-parallel training runs one model replica per thread with n = 1.
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int n);
+  ~ScopedThreads();
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int prev_override_, prev_omp_;
+};
 
 // Splits [0, n) into at most num_threads() contiguous chunks of at least `grain` items and runs
 // fn(begin, end) on each. Runs inline when there is only one chunk or when already inside a parallel region.

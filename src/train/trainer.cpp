@@ -5,7 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
+#include <thread>
 
 #include "data/dataset.h"
 #include "data/encode.h"
@@ -20,6 +22,7 @@
 #include "train/progress.h"
 #include "train/schedule.h"
 #include "train/trainable.h"
+#include "cpu/threads.h"
 #include "vision/preprocess.h"
 
 namespace iris::train {
@@ -31,7 +34,7 @@ namespace fs = std::filesystem;
   X(train) X(freeze) X(lora_targets) X(lora_components)                                                         \
   X(lr) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm) X(decay_all) X(schedule)          \
   X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every) X(keep_last) X(max_tokens) X(seed)  \
-  X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype) X(workers)
+  X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype) X(workers) X(replicas)
 
 nlohmann::json TrainerConfig::to_json() const {
   nlohmann::json j;
@@ -135,6 +138,22 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
       !lm_objective && (cfg.stage == 3 || std::find(cfg.train.begin(), cfg.train.end(), "vision") != cfg.train.end());
   auto model = models::Vlm::load(cfg.model, {models::WeightPrecision::F32, /*full_vision_tower=*/vision_trains});
   TrainableVlm tv(*model, make_spec(cfg));
+  IRIS_CHECK(cfg.replicas >= 1 && cfg.replicas <= 256, "train: --replicas ", cfg.replicas, " outside [1, 256]");
+  std::vector<std::unique_ptr<models::Vlm>> replica_models;
+  std::vector<std::unique_ptr<TrainableVlm>> replicas;  // replicas 1..N-1 (replica 0 is tv)
+  for (int r = 1; r < cfg.replicas; ++r) {
+    replica_models.push_back(models::Vlm::load(cfg.model, {models::WeightPrecision::F32, vision_trains}));
+    replicas.push_back(std::make_unique<TrainableVlm>(*replica_models.back(), make_spec(cfg)));
+  }
+  // Replicas take replica 0's weights (after a restore and after every optimizer step).
+  auto sync_replicas = [&] {
+    std::vector<Param*> master = tv.params();
+    for (auto& rep : replicas) {
+      std::vector<Param*> mine = rep->params();
+      for (size_t i = 0; i < master.size(); ++i) mine[i]->value.copy_from(master[i]->value);
+      rep->weights_updated();
+    }
+  };
 
   // Data.
   text::Tokenizer tok = text::Tokenizer::from_dir(cfg.model);
@@ -195,6 +214,7 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
       p->value.copy_from(t.to(DType::F32).view(p->value.shape()));
     }
     tv.weights_updated();
+    sync_replicas();
     opt->load_state(ckpt->optimizer);
     opt->check_state(refs);
     step = ckpt->state.step;
@@ -236,25 +256,69 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
       IRIS_CHECK(b.has_value() && !b->empty(), "train: the data loader produced no batch");
       batches.push_back(std::move(*b));
     }
+    std::vector<Example> examples;
     int64_t n_sup = 0;
     for (auto& b : batches)
       for (auto& e : b) {
-        Example ex{e.ids, e.labels, e.pixel_values};
-        n_sup += supervised_count(ex);
+        examples.push_back(Example{std::move(e.ids), std::move(e.labels), std::move(e.pixel_values)});
+        n_sup += supervised_count(examples.back());
+        tokens += int64_t(examples.back().ids.size());
       }
     if (n_sup == 0) continue;
-    for (auto& b : batches)
-      for (auto& e : b) {
-        Example ex{std::move(e.ids), std::move(e.labels), std::move(e.pixel_values)};
-        auto [s, c] = tv.forward_backward(ex, 1.0f / float(n_sup));
+    const float scale = 1.0f / float(n_sup);
+    if (replicas.empty()) {
+      for (const Example& ex : examples) {
+        auto [s, c] = tv.forward_backward(ex, scale);
         loss_sum += s;
         count += c;
-        tokens += int64_t(ex.ids.size());
       }
+    } else {  // example k on replica k mod N, each replica on its own thread
+      const size_t R = replicas.size() + 1;
+      std::vector<double> sums(R, 0.0);
+      std::vector<int64_t> counts(R, 0);
+      std::vector<std::exception_ptr> errors(R);
+      auto work = [&](size_t r) {
+        try {
+          cpu::ScopedThreads one(1);
+          TrainableVlm& t = r == 0 ? tv : *replicas[r - 1];
+          if (r > 0) t.zero_grad();
+          for (size_t k = r; k < examples.size(); k += R) {
+            auto [s, c] = t.forward_backward(examples[k], scale);
+            sums[r] += s;
+            counts[r] += c;
+          }
+        } catch (...) {
+          errors[r] = std::current_exception();
+        }
+      };
+      std::vector<std::thread> threads;
+      for (size_t r = 1; r < R; ++r) threads.emplace_back(work, r);
+      work(0);
+      for (auto& th : threads) th.join();
+      for (auto& e : errors)
+        if (e) std::rethrow_exception(e);
+      std::vector<Param*> master = tv.params();
+      for (size_t r = 1; r < R; ++r) {
+        std::vector<Param*> mine = replicas[r - 1]->params();
+        for (size_t i = 0; i < master.size(); ++i) {
+          float* g = master[i]->grad.data<float>();
+          const float* h = mine[i]->grad.data<float>();
+          const int64_t n = master[i]->grad.numel();
+          cpu::parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+            for (int64_t j = b; j < e; ++j) g[j] += h[j];
+          });
+        }
+      }
+      for (size_t r = 0; r < R; ++r) {
+        loss_sum += sums[r];
+        count += counts[r];
+      }
+    }
     double gnorm = cfg.max_grad_norm > 0 ? clip_grad_norm(refs, cfg.max_grad_norm) : grad_norm(refs);
     double lr = schedule_lr(sc, cfg.lr, step);
     opt->step(refs, lr);
     tv.weights_updated();
+    sync_replicas();
     ++step;
     last_loss = loss_sum / double(std::max<int64_t>(count, 1));
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();

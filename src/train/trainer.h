@@ -39,6 +39,10 @@ struct TrainerConfig {
   bool strict = false, augment = false, group_by_length = false, checkpointing = false;
   std::string dtype = "f32";  // matrix-product precision of trained layers
   int workers = 2;
+  // Data parallelism on one machine: this many model replicas, each on one thread with its own gradients,
+  // process a step's examples (example k on replica k mod N); gradients are summed in replica order, so a run
+  // is deterministic for a given N. For small models, whose products are too small to spread over cores.
+  int replicas = 1;
 
   nlohmann::json to_json() const;
   static TrainerConfig from_json(const nlohmann::json& j);

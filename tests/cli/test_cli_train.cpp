@@ -252,3 +252,34 @@ TEST(CliTrain, LanguageModelObjectiveOnText) {
                     "/lm-bad2 -t 1", &log), 0);
   EXPECT_NE(log.find("missing.txt"), std::string::npos) << log;
 }
+
+// --replicas N: the step's examples spread over N model copies on N threads give the same training as one model
+// (up to the order of float sums), and runs with N replicas repeat exactly.
+TEST(CliTrain, ReplicasTrainLikeOneModel) {
+  const Fixture& f = fixture();
+  std::string log;
+  const std::string base = "--stage 2 --lr 2e-3 --max-steps 6 --batch-size 3 --seed 4 --save-every 0";
+  ASSERT_EQ(run(train_args(f, f.dir + "/rep1", base), &log), 0) << log;
+  ASSERT_EQ(run(train_args(f, f.dir + "/rep2", base + " --replicas 2"), &log), 0) << log;
+  ASSERT_EQ(run(train_args(f, f.dir + "/rep2b", base + " --replicas 2"), &log), 0) << log;
+  std::vector<double> l1 = losses(f.dir + "/rep1"), l2 = losses(f.dir + "/rep2"), l2b = losses(f.dir + "/rep2b");
+  ASSERT_EQ(l1.size(), 6u);
+  ASSERT_EQ(l2.size(), 6u);
+  for (size_t i = 0; i < l1.size(); ++i) EXPECT_NEAR(l1[i], l2[i], 1e-4 * std::max(1.0, l1[i])) << "step " << i;
+  EXPECT_EQ(l2, l2b);
+  io::Checkpoint a = io::Checkpoint::open(f.dir + "/rep1/final"), b = io::Checkpoint::open(f.dir + "/rep2/final"),
+                 c = io::Checkpoint::open(f.dir + "/rep2b/final");
+  for (const std::string& name : a.names()) {
+    Tensor x = a.get(name).to(DType::F32), y = b.get(name).to(DType::F32);
+    ASSERT_EQ(x.numel(), y.numel());
+    double worst = 0, scale = 0;
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      worst = std::max(worst, double(std::abs(x.data<float>()[i] - y.data<float>()[i])));
+      scale = std::max(scale, double(std::abs(x.data<float>()[i])));
+    }
+    EXPECT_LE(worst, 1e-4 * std::max(scale, 1e-2)) << name;
+    EXPECT_TRUE(same_bytes(b.get(name), c.get(name))) << name;
+  }
+  EXPECT_NE(run(train_args(f, f.dir + "/rep0", base + " --replicas 0"), &log), 0);
+  EXPECT_NE(log.find("--replicas"), std::string::npos) << log;
+}
