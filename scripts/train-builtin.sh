@@ -25,14 +25,14 @@ start=$(date +%s)
 stamp() { echo "== $(( $(date +%s) - start )) s: $*" | tee -a "$work/recipe.log"; }
 
 # The recipe's sizes (all stages are deterministic for a given seed and thread count).
-N_TRAIN=${N_TRAIN:-20000} N_VAL=${N_VAL:-1000} SIZE=64
-CLIP_STEPS=${CLIP_STEPS:-600} LM_STEPS=${LM_STEPS:-300} S1_STEPS=${S1_STEPS:-300} S2_STEPS=${S2_STEPS:-2500}
+# Scenes use the generator's default sizes (64 to 224 px; the model sees them at 64 px).
+N_TRAIN=${N_TRAIN:-20000} N_VAL=${N_VAL:-1000}
+CLIP_STEPS=${CLIP_STEPS:-2000} LM_STEPS=${LM_STEPS:-400} S1_STEPS=${S1_STEPS:-400} S2_STEPS=${S2_STEPS:-4000}
+EVAL_LIMIT=${EVAL_LIMIT:-3000}
 
 stamp "data (seed $seed; held-out scenes from seed $((seed + 1000)))"
-[[ -f $work/data/meta.json ]] || $iris data shapes --out "$work/data" --n "$N_TRAIN" --seed "$seed" \
-  --min-size $SIZE --max-size $SIZE --max-turns 10
-[[ -f $work/val/meta.json ]] || $iris data shapes --out "$work/val" --n "$N_VAL" --seed $((seed + 1000)) \
-  --split val --min-size $SIZE --max-size $SIZE
+[[ -f $work/data/meta.json ]] || $iris data shapes --out "$work/data" --n "$N_TRAIN" --seed "$seed" --max-turns 10
+[[ -f $work/val/meta.json ]] || $iris data shapes --out "$work/val" --n "$N_VAL" --seed $((seed + 1000)) --split val
 
 # The text the language model and the tokenizer learn from: the scenes' language and the license texts Debian's
 # base-files package ships in /usr/share/common-licenses.
@@ -72,13 +72,14 @@ run stage1 --stage 1 -m "$work/lm/final" --captions "$work/data/captions.jsonl" 
 
 stamp "stage 2: projector + language model on conversations"
 run stage2 --stage 2 -m "$work/stage1/final" --data "$work/data/llava.json" --images "$work/data" \
-  --batch-size 8 --lr 1e-3 --schedule cosine --warmup 50 --max-grad-norm 1 --max-steps "$S2_STEPS" --save-every 250
+  --batch-size 8 --lr 1e-3 --schedule cosine --warmup 50 --max-grad-norm 1 --max-steps "$S2_STEPS" --save-every 500 \
+  --replicas "$threads"
 
 stamp "evaluation on held-out scenes"
 $iris eval -m "$work/stage2/final" --data "$work/val/llava.json" --pope "$work/val/pope.jsonl" \
-  --captions "$work/val/captions.jsonl" --out "$work/eval.json" -t "$threads" -q
+  --captions "$work/val/captions.jsonl" --limit "$EVAL_LIMIT" --out "$work/eval.json" -t "$threads" -q
 $iris eval -m "$work/stage2/final" --data "$work/val/llava.json" --pope "$work/val/pope.jsonl" --blind \
-  --out "$work/eval_blind.json" -t "$threads" -q
+  --limit "$EVAL_LIMIT" --out "$work/eval_blind.json" -t "$threads" -q
 stamp "done"
 if [[ $install == 1 ]]; then
   rm -rf models/iris-shapes.tmp && mkdir -p models/iris-shapes.tmp
