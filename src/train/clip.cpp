@@ -21,6 +21,7 @@
 #include "models/vlm.h"
 #include "text/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/config_json.h"
 #include "train/metrics.h"
 #include "train/optim.h"
 #include "train/progress.h"
@@ -38,25 +39,9 @@ namespace fs = std::filesystem;
   X(model) X(captions) X(images) X(out) X(text_layers) X(text_hidden) X(text_heads) X(embed_dim)                \
   X(max_text_tokens) X(optimizer) X(lr) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm)   \
   X(decay_all) X(schedule) X(warmup) X(epochs) X(batch_size) X(max_steps) X(save_every) X(keep_last) X(seed)     \
-  X(checkpointing) X(dtype) X(workers)
+  X(checkpointing) X(dtype) X(workers) X(objective)
 
-nlohmann::json ClipConfig::to_json() const {
-  nlohmann::json j;
-  j["objective"] = "clip";
-#define X(f) j[#f] = f;
-  IRIS_CLIP_FIELDS(X)
-#undef X
-  return j;
-}
-
-ClipConfig ClipConfig::from_json(const nlohmann::json& j) {
-  ClipConfig c;
-#define X(f) \
-  if (j.contains(#f)) j.at(#f).get_to(c.f);
-  IRIS_CLIP_FIELDS(X)
-#undef X
-  return c;
-}
+IRIS_CONFIG_JSON(ClipConfig, IRIS_CLIP_FIELDS)
 
 namespace {
 
@@ -151,29 +136,26 @@ ClipHeadResult clip_head_forward_backward(const ClipHeadShape& sh, const float* 
   // Softmax over each row (image -> captions) and each column (caption -> images).
   std::vector<double> prow(size_t(B * B)), pcol(size_t(B * B));
   ClipHeadResult res;
-  double loss_rows = 0, loss_cols = 0;
-  for (int64_t i = 0; i < B; ++i) {
-    double mx = L[size_t(i * B)];
-    int64_t arg = 0;
-    for (int64_t j = 1; j < B; ++j)
-      if (L[size_t(i * B + j)] > mx) mx = L[size_t(i * B + j)], arg = j;
-    double sum = 0;
-    for (int64_t j = 0; j < B; ++j) sum += (prow[size_t(i * B + j)] = std::exp(L[size_t(i * B + j)] - mx));
-    for (int64_t j = 0; j < B; ++j) prow[size_t(i * B + j)] /= sum;
-    loss_rows += mx + std::log(sum) - L[size_t(i * B + i)];
-    res.correct_i2t += arg == i;
-  }
-  for (int64_t j = 0; j < B; ++j) {
-    double mx = L[size_t(j)];
-    int64_t arg = 0;
-    for (int64_t i = 1; i < B; ++i)
-      if (L[size_t(i * B + j)] > mx) mx = L[size_t(i * B + j)], arg = i;
-    double sum = 0;
-    for (int64_t i = 0; i < B; ++i) sum += (pcol[size_t(i * B + j)] = std::exp(L[size_t(i * B + j)] - mx));
-    for (int64_t i = 0; i < B; ++i) pcol[size_t(i * B + j)] /= sum;
-    loss_cols += mx + std::log(sum) - L[size_t(j * B + j)];
-    res.correct_t2i += arg == j;
-  }
+  // One softmax cross-entropy per line of L: line a's entries sit at a * outer + b * inner (b = 0..B-1), the
+  // target at b = a. Rows: (outer, inner) = (B, 1); columns: (1, B).
+  auto line_softmax = [&](int64_t outer, int64_t inner, std::vector<double>& p, int64_t& correct) {
+    double loss = 0;
+    for (int64_t a = 0; a < B; ++a) {
+      auto at = [&](int64_t b) { return size_t(a * outer + b * inner); };
+      double mx = L[at(0)];
+      int64_t arg = 0;
+      for (int64_t b = 1; b < B; ++b)
+        if (L[at(b)] > mx) mx = L[at(b)], arg = b;
+      double sum = 0;
+      for (int64_t b = 0; b < B; ++b) sum += (p[at(b)] = std::exp(L[at(b)] - mx));
+      for (int64_t b = 0; b < B; ++b) p[at(b)] /= sum;
+      loss += mx + std::log(sum) - L[at(a)];
+      correct += arg == a;
+    }
+    return loss;
+  };
+  const double loss_rows = line_softmax(B, 1, prow, res.correct_i2t);
+  const double loss_cols = line_softmax(1, B, pcol, res.correct_t2i);
   res.loss = (loss_rows + loss_cols) / (2.0 * double(B));
   if (!g.image_rows && !g.text && !g.w_image && !g.w_text && !g.logit_scale) return res;
 

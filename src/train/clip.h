@@ -38,6 +38,7 @@
 namespace iris::train {
 
 struct ClipConfig {
+  std::string objective = "clip";  // written to clip_config.json, as TrainerConfig's objective
   std::string model, captions, images, out;
   int text_layers = 2, text_hidden = 128, text_heads = 4, embed_dim = 128;
   int max_text_tokens = 77;  // longer captions are cut (the last kept token becomes EOS), as CLIP's context

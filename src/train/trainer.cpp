@@ -16,6 +16,7 @@
 #include "data/text_windows.h"
 #include "io/file.h"
 #include "train/checkpoint.h"
+#include "train/config_json.h"
 #include "train/lora.h"
 #include "train/metrics.h"
 #include "train/optim.h"
@@ -36,22 +37,7 @@ namespace fs = std::filesystem;
   X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every) X(keep_last) X(max_tokens) X(seed)  \
   X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype) X(workers) X(replicas)
 
-nlohmann::json TrainerConfig::to_json() const {
-  nlohmann::json j;
-#define X(f) j[#f] = f;
-  IRIS_TRAIN_FIELDS(X)
-#undef X
-  return j;
-}
-
-TrainerConfig TrainerConfig::from_json(const nlohmann::json& j) {
-  TrainerConfig c;
-#define X(f) \
-  if (j.contains(#f)) j.at(#f).get_to(c.f);
-  IRIS_TRAIN_FIELDS(X)
-#undef X
-  return c;
-}
+IRIS_CONFIG_JSON(TrainerConfig, IRIS_TRAIN_FIELDS)
 
 vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string& dir) {
   fs::path pp = fs::path(dir) / "preprocessor_config.json";
