@@ -86,5 +86,8 @@ if [[ $install == 1 ]]; then
   cp "$work/stage2/final/"* models/iris-shapes.tmp/
   cp "$work/eval.json" "$work/eval_blind.json" models/iris-shapes.tmp/
   rm -rf models/iris-shapes && mv models/iris-shapes.tmp models/iris-shapes
+  # The shipped model's answers to the example questions: tests/cli/test_cli_builtin.cpp checks iris still gives them.
+  $iris eval -m models/iris-shapes --data examples/questions.json --predictions examples/builtin_answers.jsonl \
+    -t "$threads" -q
   echo "installed models/iris-shapes"
 fi
