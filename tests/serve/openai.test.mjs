@@ -288,3 +288,24 @@ test('local images only inside --allow-local-images; a text-only model refuses i
     await text.stop();
   }
 });
+
+test('without -m the built-in model serves (id iris-shapes) and answers about an image', async () => {
+  const builtin = await startServer(null);
+  try {
+    const bc = new OpenAI({ baseURL: builtin.baseURL, apiKey: 'none', maxRetries: 0 });
+    const models = await bc.models.list();
+    assert.deepEqual(models.data.map((m) => m.id), ['iris-shapes']);
+    const r = await bc.chat.completions.create({
+      model: 'iris-shapes', max_tokens: 8,
+      messages: [withImages('How many red circles are there?\nAnswer the question using a single word or phrase.',
+        dataUrl(scenePng()))],
+    });
+    assert.equal(r.model, 'iris-shapes');
+    assert.equal(r.object, 'chat.completion');
+    assert.ok(['stop', 'length'].includes(r.choices[0].finish_reason));
+    assert.ok(r.usage.completion_tokens >= 1 && r.usage.completion_tokens <= 8);
+    assert.ok(r.choices[0].message.content.length > 0);
+  } finally {
+    await builtin.stop();
+  }
+});

@@ -60,10 +60,14 @@ export function makeTextModel(llavaDir) {
   return dir;
 }
 
-// Starts `iris serve` on a free port; resolves once it listens.
+// Starts `iris serve` on a free port; resolves once it listens. model null: no -m (the built-in model) and no
+// --model-name (the id is the folder's name).
 export function startServer(model, args = [], { name = 'tiny' } = {}) {
-  const proc = spawn(IRIS, ['serve', '-m', model, '--port', '0', '--watch-stdin', '--model-name', name, '-t', '1',
-    ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const modelArgs = model === null ? [] : ['-m', model, '--model-name', name];
+  const env = { ...process.env };
+  delete env.IRIS_MODEL;
+  const proc = spawn(IRIS, ['serve', ...modelArgs, '--port', '0', '--watch-stdin', '-t', '1', ...args],
+    { stdio: ['pipe', 'pipe', 'pipe'], env });
   servers.add(proc);
   let out = '', err = '';
   proc.stderr.on('data', (d) => {
