@@ -1,8 +1,8 @@
 // iris train: the parity entry point. Trains on one pre-tokenised batch (--pixel-values, --input-ids, --labels as
 // .npy; labels -100 are ignored) with the seed's stages, SGD or AdamW, and writes the loss before each step and
 // the trained weights as a Hugging Face folder (and a PEFT adapter when LoRA is on).
-// With --data/--captions it runs the LLaVA trainer (train/trainer.h); with --objective clip, contrastive pretraining
-// of the vision tower (train/clip.h).
+// With --data/--captions it runs the LLaVA trainer (train/trainer.h), with --objective lm --text the same trainer on
+// plain text, with --objective clip contrastive pretraining of the vision tower (train/clip.h).
 #include <cstdio>
 #include <filesystem>
 
