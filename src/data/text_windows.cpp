@@ -1,6 +1,8 @@
 // TextWindowLoader: tokenize, pack, cut, serve in a seeded order.
 #include "data/text_windows.h"
 
+#include <algorithm>
+
 #include "data/rng.h"
 #include "tensor/error.h"
 
