@@ -11,6 +11,9 @@ std::string source_dir();   // the repository root
 std::string temp_dir();     // a fresh empty folder for this test process
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
+// Runs a shell command line with stderr joined to stdout; returns its exit status (128 + signal when killed) and
+// stores the output in *out (if given). -1 when it cannot be started.
+int run_command(const std::string& command, std::string* out = nullptr);
 
 // Largest |a[i] - b[i]|; sizes must match.
 double max_abs_diff(const float* a, const float* b, size_t n);

@@ -187,7 +187,7 @@ Runner add_train(CLI::App& app) {
     const int64_t n_sup = train::supervised_count(ex);
     IRIS_CHECK(n_sup > 0, "no supervised tokens: every label after the first is -100");
 
-    auto opt = train::Optimizer::create(train::optimizer_config(o->tc));
+    auto opt = train::Optimizer::create(train::optimizer_config_of(o->tc));
     train::ScheduleConfig sc;
     sc.kind = o->tc.schedule;
     sc.warmup_steps = o->tc.warmup;

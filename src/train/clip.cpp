@@ -559,16 +559,7 @@ double run_clip_training(const ClipConfig& cfg_in, bool resume) {
   for (auto& [name, p] : towers.params())
     refs.push_back({name, p->value.data<float>(), p->grad.data<float>(), p->value.numel(), p->decay});
 
-  OptimizerConfig oc;
-  oc.kind = cfg.optimizer;
-  oc.lr = cfg.lr;
-  oc.momentum = cfg.momentum;
-  oc.weight_decay = cfg.weight_decay;
-  oc.beta1 = cfg.beta1;
-  oc.beta2 = cfg.beta2;
-  oc.eps = cfg.eps;
-  oc.decay_all = cfg.decay_all;
-  auto opt = Optimizer::create(oc);
+  auto opt = Optimizer::create(optimizer_config_of(cfg));
   BatchPlan plan(data, cfg.seed, cfg.batch_size);
   const int64_t total = cfg.max_steps > 0 ? cfg.max_steps : plan.steps_per_epoch() * cfg.epochs;
   ScheduleConfig sc;

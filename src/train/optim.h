@@ -40,6 +40,21 @@ struct OptimizerConfig {
   bool decay_all = false;  // weight decay on every tensor, ignoring ParamRef::decay (--decay-all)
 };
 
+// The optimizer settings of a run configuration (TrainerConfig, ClipConfig: fields of the same names).
+template <typename RunConfig>
+OptimizerConfig optimizer_config_of(const RunConfig& c) {
+  OptimizerConfig oc;
+  oc.kind = c.optimizer;
+  oc.lr = c.lr;
+  oc.momentum = c.momentum;
+  oc.weight_decay = c.weight_decay;
+  oc.beta1 = c.beta1;
+  oc.beta2 = c.beta2;
+  oc.eps = c.eps;
+  oc.decay_all = c.decay_all;
+  return oc;
+}
+
 class Optimizer {
  public:
   // Validates the configuration (kind, ranges of lr, betas, eps, momentum, weight decay).

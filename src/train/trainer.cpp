@@ -84,19 +84,6 @@ TrainSpec make_spec(const TrainerConfig& cfg) {
   return spec;
 }
 
-OptimizerConfig optimizer_config(const TrainerConfig& cfg) {
-  OptimizerConfig oc;
-  oc.kind = cfg.optimizer;
-  oc.lr = cfg.lr;
-  oc.momentum = cfg.momentum;
-  oc.weight_decay = cfg.weight_decay;
-  oc.beta1 = cfg.beta1;
-  oc.beta2 = cfg.beta2;
-  oc.eps = cfg.eps;
-  oc.decay_all = cfg.decay_all;
-  return oc;
-}
-
 double run_training(const TrainerConfig& cfg_in, bool resume) {
   TrainerConfig cfg = cfg_in;
   IRIS_CHECK(!cfg.out.empty(), "train: --out is required");
@@ -179,7 +166,7 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
   }
   data::BatchSource& loader = *source;
 
-  auto opt = Optimizer::create(optimizer_config(cfg));
+  auto opt = Optimizer::create(optimizer_config_of(cfg));
   const int64_t batches_per_epoch = (loader.epoch_size() + cfg.batch_size - 1) / cfg.batch_size;
   const int64_t steps_per_epoch = std::max<int64_t>(1, batches_per_epoch / cfg.grad_accum);
   const int64_t total = cfg.max_steps > 0 ? cfg.max_steps : steps_per_epoch * cfg.epochs;

@@ -49,9 +49,6 @@ struct TrainerConfig {
 };
 
 struct TrainSpec;
-struct OptimizerConfig;
-// The optimizer settings of a configuration.
-OptimizerConfig optimizer_config(const TrainerConfig& cfg);
 // The TrainSpec of a configuration: the stage's, then --train/--freeze per component and the LoRA settings
 // (objective lm: the language model alone, fully or through LoRA).
 TrainSpec make_spec(const TrainerConfig& cfg);

@@ -26,15 +26,8 @@ struct Result {
 };
 
 Result iris_cmd(const std::string& args) {
-  std::string cmd = std::string(IRIS_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
   Result r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.code = test::run_command(std::string(IRIS_BINARY) + " " + args, &r.out);
   return r;
 }
 

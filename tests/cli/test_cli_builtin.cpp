@@ -16,16 +16,7 @@ using namespace iris;
 namespace {
 
 int run(const std::string& args, std::string* out, const std::string& env = "env -u IRIS_MODEL") {
-  std::string cmd = env + " " + std::string(IRIS_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  int st = pclose(p);
-  *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+  return test::run_command(env + " " + std::string(IRIS_BINARY) + " " + args, out);
 }
 
 std::string examples() { return test::source_dir() + "/examples"; }

@@ -22,16 +22,7 @@ namespace fs = std::filesystem;
 namespace {
 
 int run(const std::string& args, std::string* out = nullptr) {
-  std::string cmd = std::string(IRIS_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) text.append(buf, n);
-  int st = pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+  return test::run_command(std::string(IRIS_BINARY) + " " + args, out);
 }
 
 struct Fixture {

@@ -21,15 +21,8 @@ struct CmdResult {
 };
 
 CmdResult iris_run(const std::string& args) {
-  const std::string cmd = std::string(IRIS_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
   CmdResult r{-1, ""};
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.code = test::run_command(std::string(IRIS_BINARY) + " " + args, &r.out);
   return r;
 }
 
