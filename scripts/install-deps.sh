@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       libdnnl-dev            # matrix products (f32, bf16)
+      ocl-icd-opencl-dev     # dnnl-config.cmake requires OpenCL (only a Recommends of libdnnl-dev)
       nlohmann-json3-dev     # JSON
       libcpp-httplib-dev     # HTTP server
       libcli11-dev           # command line
