@@ -144,6 +144,10 @@ Runner add_train(CLI::App& app) {
   app.add_option("--text-layers", o->clip.text_layers, "clip: text encoder layers (default 2)");
   app.add_option("--text-hidden", o->clip.text_hidden, "clip: text encoder width (default 128)");
   app.add_option("--embed-dim", o->clip.embed_dim, "clip: shared embedding width (default 128)");
+  app.add_option("--regions", o->clip.regions,
+                 "clip: region-phrase JSONL ({\"image\", \"regions\": [{\"bbox\": [x0,y0,x1,y1], \"text\"}]}); adds "
+                 "a region-level contrastive loss (`iris data shapes` writes regions.jsonl)");
+  app.add_option("--region-weight", o->clip.region_weight, "clip: weight of the region loss (default 1)");
   return [o, &app] {
     cpu::set_num_threads(o->threads);
     o->tc.beta1 = o->betas[0];

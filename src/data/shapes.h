@@ -112,7 +112,8 @@ struct ShapesSummary {
   std::map<std::string, int64_t> questions_by_type;
 };
 
-// Writes DIR/images/*.png, llava.json, captions.jsonl, pope.jsonl, scenes.jsonl and meta.json. progress (may
+// Writes DIR/images/*.png, llava.json, captions.jsonl, pope.jsonl, scenes.jsonl, regions.jsonl (each object's box
+// and phrase, "large red circle") and meta.json. progress (may
 // be empty) is called with (images done, total) now and then.
 ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& opt,
                                    const std::function<void(int64_t, int64_t)>& progress = nullptr);

@@ -420,7 +420,7 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
     return f;
   };
   std::ofstream llava = open("llava.json"), caps = open("captions.jsonl"), pope = open("pope.jsonl"),
-                scenes = open("scenes.jsonl");
+                scenes = open("scenes.jsonl"), regions = open("regions.jsonl");
   llava << "[\n";
   bool first_record = true;
   static const std::vector<std::string> caption_prompts = {
@@ -457,6 +457,12 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
                    {"height", s.size}, {"background", bg}, {"objects", objs}}
                   .dump()
            << "\n";
+
+    json regs = json::array();  // one phrase per object, for region-level contrastive pretraining
+    for (const SceneObject& o : s.objects)
+      regs.push_back({{"bbox", {o.x0, o.y0, o.x1, o.y1}},
+                      {"text", str_cat(size_name(o.size), " ", colour_name(o.colour), " ", shape_name(o.shape))}});
+    regions << json{{"image", s.image}, {"regions", regs}}.dump() << "\n";
 
     Rng rng(shapes_key(opt, i, 6));
     char idbuf[96];
@@ -503,7 +509,7 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
     if (progress && ((i + 1) % 100 == 0 || i + 1 == opt.n)) progress(i + 1, opt.n);
   }
   llava << "\n]\n";
-  for (auto* f : {&llava, &caps, &pope, &scenes}) {
+  for (auto* f : {&llava, &caps, &pope, &scenes, &regions}) {
     f->flush();
     IRIS_CHECK(f->good(), "shapes: writing into ", dir, " failed (disk full?)");
   }

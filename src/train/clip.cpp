@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <map>
 #include <numbers>
@@ -39,7 +40,7 @@ namespace fs = std::filesystem;
   X(model) X(captions) X(images) X(out) X(text_layers) X(text_hidden) X(text_heads) X(embed_dim)                \
   X(max_text_tokens) X(optimizer) X(lr) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm)   \
   X(decay_all) X(schedule) X(warmup) X(epochs) X(batch_size) X(max_steps) X(save_every) X(keep_last) X(seed)     \
-  X(checkpointing) X(dtype) X(workers) X(objective)
+  X(checkpointing) X(dtype) X(workers) X(objective) X(regions) X(region_weight)
 
 IRIS_CONFIG_JSON(ClipConfig, IRIS_CLIP_FIELDS)
 
@@ -102,94 +103,156 @@ void project_backward(const double* x, const float* w, const double* du, int64_t
       }
 }
 
+// The contrastive loss on pooled features: image side p (N, Dv), text side t (M, Dt), logits L (N, M) = exp(s)
+// A B^T of the projected, normalised rows. Rows: CE of row n against column targets[n]. symmetric (N == M,
+// targets the identity) adds CE over the columns, and the loss is their mean: (rows + columns) / (2N); else rows / N.
+// With grads, dp (N, Dv) and dt (M, Dt) get the input gradients (when non-null), the weight gradients of g are
+// ADDED to, and *g.logit_scale is written.
+ClipHeadResult contrastive(const std::vector<double>& p, int64_t N, int64_t Dv, const std::vector<double>& t,
+                           int64_t M, int64_t Dt, int64_t E, const float* w_image, const float* w_text,
+                           float logit_scale, const std::vector<int64_t>& targets, bool symmetric,
+                           const ClipHeadGrads& g, std::vector<double>* dp, std::vector<double>* dt) {
+  std::vector<double> u(size_t(N * E)), v(size_t(M * E)), a(size_t(N * E)), b(size_t(M * E)),
+      na(static_cast<size_t>(N)), nb(static_cast<size_t>(M));
+  project(p.data(), w_image, N, Dv, E, u.data());
+  project(t.data(), w_text, M, Dt, E, v.data());
+  normalise(u.data(), N, E, a.data(), na.data());
+  normalise(v.data(), M, E, b.data(), nb.data());
+  const double scale = std::exp(double(logit_scale));
+  std::vector<double> L(size_t(N * M));  // image-side row n against text j
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < M; ++j) {
+      double dot = 0;
+      for (int64_t e = 0; e < E; ++e) dot += a[size_t(i * E + e)] * b[size_t(j * E + e)];
+      L[size_t(i * M + j)] = scale * dot;
+    }
+  // One softmax cross-entropy per line of L: line k's n entries sit at k * outer + c * inner (c = 0..n-1), its
+  // target at c = target(k). Rows: N lines of M, (outer, inner) = (M, 1); columns: M lines of N, (1, M).
+  ClipHeadResult res;
+  auto line_softmax = [&](int64_t lines, int64_t n, int64_t outer, int64_t inner, auto target, std::vector<double>& pr,
+                          int64_t& correct) {
+    double loss = 0;
+    for (int64_t k = 0; k < lines; ++k) {
+      auto at = [&](int64_t c) { return size_t(k * outer + c * inner); };
+      double mx = L[at(0)];
+      int64_t arg = 0;
+      for (int64_t c = 1; c < n; ++c)
+        if (L[at(c)] > mx) mx = L[at(c)], arg = c;
+      double sum = 0;
+      for (int64_t c = 0; c < n; ++c) sum += (pr[at(c)] = std::exp(L[at(c)] - mx));
+      for (int64_t c = 0; c < n; ++c) pr[at(c)] /= sum;
+      loss += mx + std::log(sum) - L[at(target(k))];
+      correct += arg == target(k);
+    }
+    return loss;
+  };
+  std::vector<double> prow(size_t(N * M)), pcol(symmetric ? size_t(N * M) : 0);
+  const double loss_rows = line_softmax(N, M, M, 1, [&](int64_t k) { return targets[size_t(k)]; }, prow, res.correct_i2t);
+  const double loss_cols = symmetric ? line_softmax(M, N, 1, M, [](int64_t k) { return k; }, pcol, res.correct_t2i) : 0;
+  const double denom = symmetric ? 2.0 * double(N) : double(N);
+  res.loss = (loss_rows + loss_cols) / denom;
+  if (!dp && !dt && !g.w_image && !g.w_text && !g.logit_scale) return res;
+
+  // Backward. dL = (softmax_rows - onehot(targets) [+ softmax_cols - I]) / denom; L = exp(s) S with S = A B^T.
+  std::vector<double> dS(size_t(N * M));
+  double ds = 0;
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < M; ++j) {
+      const size_t ij = size_t(i * M + j);
+      double d = prow[ij] - (targets[size_t(i)] == j ? 1.0 : 0.0);
+      if (symmetric) d += pcol[ij] - (i == j ? 1.0 : 0.0);
+      const double dl = d / denom;
+      ds += dl * L[ij];
+      dS[ij] = dl * scale;
+    }
+  if (g.logit_scale) *g.logit_scale = float(ds);
+  std::vector<double> da(size_t(N * E), 0.0), db(size_t(M * E), 0.0);  // dA = dS B, dB = dS^T A
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < M; ++j) {
+      const double d = dS[size_t(i * M + j)];
+      for (int64_t e = 0; e < E; ++e) {
+        da[size_t(i * E + e)] += d * b[size_t(j * E + e)];
+        db[size_t(j * E + e)] += d * a[size_t(i * E + e)];
+      }
+    }
+  normalise_backward(a.data(), na.data(), N, E, da.data());
+  normalise_backward(b.data(), nb.data(), M, E, db.data());
+  if (dp) dp->assign(size_t(N * Dv), 0.0);
+  if (dt) dt->assign(size_t(M * Dt), 0.0);
+  project_backward(p.data(), w_image, da.data(), N, Dv, E, g.w_image, dp ? dp->data() : nullptr);
+  project_backward(t.data(), w_text, db.data(), M, Dt, E, g.w_text, dt ? dt->data() : nullptr);
+  return res;
+}
+
+void check_head_sizes(const char* what, int64_t B, int64_t R, int64_t Dv, int64_t Dt, int64_t E, float logit_scale) {
+  IRIS_CHECK(B >= 1 && R >= 1 && Dv >= 1 && Dt >= 1 && E >= 1, what, ": sizes must be positive (B ", B, ", R ", R,
+             ", Dv ", Dv, ", Dt ", Dt, ", E ", E, ")");
+  IRIS_CHECK(std::isfinite(logit_scale), what, ": the logit scale is ", logit_scale);
+}
+
 }  // namespace
 
 ClipHeadResult clip_head_forward_backward(const ClipHeadShape& sh, const float* image_rows, const float* text,
                                           const float* w_image, const float* w_text, float logit_scale,
                                           const ClipHeadGrads& g) {
-  const int64_t B = sh.B, R = sh.R, Dv = sh.Dv, Dt = sh.Dt, E = sh.E;
-  IRIS_CHECK(B >= 1 && R >= 1 && Dv >= 1 && Dt >= 1 && E >= 1, "contrastive head: sizes must be positive (B ", B,
-             ", R ", R, ", Dv ", Dv, ", Dt ", Dt, ", E ", E, ")");
-  IRIS_CHECK(std::isfinite(logit_scale), "contrastive head: the logit scale is ", logit_scale);
-  // Forward: pooled image features p (B, Dv), text features t (B, Dt), projections u, v (B, E), unit rows a, b.
-  std::vector<double> p(size_t(B * Dv), 0.0), t(text, text + B * Dt);
+  const int64_t B = sh.B, R = sh.R, Dv = sh.Dv, Dt = sh.Dt;
+  check_head_sizes("contrastive head", B, R, Dv, Dt, sh.E, logit_scale);
+  std::vector<double> p(size_t(B * Dv), 0.0), t(text, text + B * Dt);  // pooled: the mean over each image's rows
   for (int64_t i = 0; i < B; ++i)
     for (int64_t r = 0; r < R; ++r) {
       const float* row = image_rows + (i * R + r) * Dv;
       for (int64_t k = 0; k < Dv; ++k) p[size_t(i * Dv + k)] += double(row[k]);
     }
   for (double& x : p) x /= double(R);
-  std::vector<double> u(size_t(B * E)), v(size_t(B * E)), a(size_t(B * E)), b(size_t(B * E)), na(static_cast<size_t>(B)),
-      nb(static_cast<size_t>(B));
-  project(p.data(), w_image, B, Dv, E, u.data());
-  project(t.data(), w_text, B, Dt, E, v.data());
-  normalise(u.data(), B, E, a.data(), na.data());
-  normalise(v.data(), B, E, b.data(), nb.data());
-  const double scale = std::exp(double(logit_scale));
-  std::vector<double> L(size_t(B * B));  // (B, B) logits: image i against caption j
-  for (int64_t i = 0; i < B; ++i)
-    for (int64_t j = 0; j < B; ++j) {
-      double dot = 0;
-      for (int64_t e = 0; e < E; ++e) dot += a[size_t(i * E + e)] * b[size_t(j * E + e)];
-      L[size_t(i * B + j)] = scale * dot;
-    }
-  // Softmax over each row (image -> captions) and each column (caption -> images).
-  std::vector<double> prow(size_t(B * B)), pcol(size_t(B * B));
-  ClipHeadResult res;
-  // One softmax cross-entropy per line of L: line a's entries sit at a * outer + b * inner (b = 0..B-1), the
-  // target at b = a. Rows: (outer, inner) = (B, 1); columns: (1, B).
-  auto line_softmax = [&](int64_t outer, int64_t inner, std::vector<double>& p, int64_t& correct) {
-    double loss = 0;
-    for (int64_t a = 0; a < B; ++a) {
-      auto at = [&](int64_t b) { return size_t(a * outer + b * inner); };
-      double mx = L[at(0)];
-      int64_t arg = 0;
-      for (int64_t b = 1; b < B; ++b)
-        if (L[at(b)] > mx) mx = L[at(b)], arg = b;
-      double sum = 0;
-      for (int64_t b = 0; b < B; ++b) sum += (p[at(b)] = std::exp(L[at(b)] - mx));
-      for (int64_t b = 0; b < B; ++b) p[at(b)] /= sum;
-      loss += mx + std::log(sum) - L[at(a)];
-      correct += arg == a;
-    }
-    return loss;
-  };
-  const double loss_rows = line_softmax(B, 1, prow, res.correct_i2t);
-  const double loss_cols = line_softmax(1, B, pcol, res.correct_t2i);
-  res.loss = (loss_rows + loss_cols) / (2.0 * double(B));
-  if (!g.image_rows && !g.text && !g.w_image && !g.w_text && !g.logit_scale) return res;
-
-  // Backward. dL = (softmax_rows + softmax_cols - 2 I) / (2B); L = exp(s) S with S = A B^T.
-  std::vector<double> dS(size_t(B * B));
-  double ds = 0;
-  for (int64_t i = 0; i < B; ++i)
-    for (int64_t j = 0; j < B; ++j) {
-      const size_t ij = size_t(i * B + j);
-      const double dl = (prow[ij] + pcol[ij] - (i == j ? 2.0 : 0.0)) / (2.0 * double(B));
-      ds += dl * L[ij];
-      dS[ij] = dl * scale;
-    }
-  if (g.logit_scale) *g.logit_scale = float(ds);
-  std::vector<double> da(size_t(B * E), 0.0), db(size_t(B * E), 0.0);  // dA = dS B, dB = dS^T A
-  for (int64_t i = 0; i < B; ++i)
-    for (int64_t j = 0; j < B; ++j) {
-      const double d = dS[size_t(i * B + j)];
-      for (int64_t e = 0; e < E; ++e) {
-        da[size_t(i * E + e)] += d * b[size_t(j * E + e)];
-        db[size_t(j * E + e)] += d * a[size_t(i * E + e)];
-      }
-    }
-  normalise_backward(a.data(), na.data(), B, E, da.data());
-  normalise_backward(b.data(), nb.data(), B, E, db.data());
-  std::vector<double> dp(g.image_rows ? size_t(B * Dv) : 0), dt(g.text ? size_t(B * Dt) : 0);
-  project_backward(p.data(), w_image, da.data(), B, Dv, E, g.w_image, g.image_rows ? dp.data() : nullptr);
-  project_backward(t.data(), w_text, db.data(), B, Dt, E, g.w_text, g.text ? dt.data() : nullptr);
+  std::vector<int64_t> targets(static_cast<size_t>(B));
+  for (int64_t i = 0; i < B; ++i) targets[size_t(i)] = i;
+  std::vector<double> dp, dt;
+  const ClipHeadResult res = contrastive(p, B, Dv, t, B, Dt, sh.E, w_image, w_text, logit_scale, targets,
+                                         /*symmetric=*/true, g, g.image_rows ? &dp : nullptr, g.text ? &dt : nullptr);
   if (g.image_rows)
     for (int64_t i = 0; i < B; ++i)
       for (int64_t r = 0; r < R; ++r)
         for (int64_t k = 0; k < Dv; ++k) g.image_rows[(i * R + r) * Dv + k] = float(dp[size_t(i * Dv + k)] / double(R));
   if (g.text)
     for (int64_t i = 0; i < B * Dt; ++i) g.text[i] = float(dt[size_t(i)]);
+  return res;
+}
+
+ClipHeadResult region_head_forward_backward(const ClipHeadShape& sh, const float* image_rows, const RegionBatch& rb,
+                                            const float* text, const float* w_image, const float* w_text,
+                                            float logit_scale, const ClipHeadGrads& g) {
+  const int64_t B = sh.B, R = sh.R, Dv = sh.Dv, Dt = sh.Dt, K = rb.regions(), U = int64_t(rb.texts.size());
+  check_head_sizes("region head", B, R, Dv, Dt, sh.E, logit_scale);
+  IRIS_CHECK(K >= 1 && U >= 1 && rb.target.size() == size_t(K) && rb.weights.size() == size_t(K * R),
+             "region head: ", K, " regions with ", rb.target.size(), " targets and ", rb.weights.size(),
+             " pooling weights over ", R, " rows, ", U, " texts");
+  std::vector<double> p(size_t(K * Dv), 0.0), t(text, text + U * Dt);  // pooled: each region's weighted rows
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t img = rb.image[size_t(k)];
+    IRIS_CHECK(img >= 0 && img < B && rb.target[size_t(k)] >= 0 && rb.target[size_t(k)] < U, "region head: region ",
+               k, " names image ", img, " of ", B, " and text ", rb.target[size_t(k)], " of ", U);
+    for (int64_t r = 0; r < R; ++r) {
+      const double w = rb.weights[size_t(k * R + r)];
+      if (w == 0) continue;
+      const float* row = image_rows + (img * R + r) * Dv;
+      for (int64_t d = 0; d < Dv; ++d) p[size_t(k * Dv + d)] += w * double(row[d]);
+    }
+  }
+  std::vector<double> dp, dt;
+  const ClipHeadResult res = contrastive(p, K, Dv, t, U, Dt, sh.E, w_image, w_text, logit_scale, rb.target,
+                                         /*symmetric=*/false, g, g.image_rows ? &dp : nullptr, g.text ? &dt : nullptr);
+  if (g.image_rows) {
+    std::fill_n(g.image_rows, B * R * Dv, 0.0f);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t r = 0; r < R; ++r) {
+        const double w = rb.weights[size_t(k * R + r)];
+        if (w == 0) continue;
+        float* row = g.image_rows + (rb.image[size_t(k)] * R + r) * Dv;
+        for (int64_t d = 0; d < Dv; ++d) row[d] += float(w * dp[size_t(k * Dv + d)]);
+      }
+  }
+  if (g.text)
+    for (int64_t i = 0; i < U * Dt; ++i) g.text[i] = float(dt[size_t(i)]);
   return res;
 }
 
@@ -209,11 +272,76 @@ uint64_t hash_bytes(uint64_t h, const void* data, size_t n) {
   return data::mix64(h ^ data::mix64(f ^ n));
 }
 
+struct RegionRef {
+  std::array<double, 4> box{};  // x0, y0, x1, y1 in the original image's pixels
+  int64_t text = 0;             // index into ClipData::region_texts
+};
+
 struct ClipData {
   std::vector<std::string> images;                          // resolved paths, in first-appearance order
   std::vector<std::vector<std::vector<int32_t>>> captions;  // per image: the token ids of each caption
+  std::vector<std::vector<RegionRef>> regions;              // per image: its regions (--regions)
+  std::vector<std::vector<int32_t>> region_texts;           // the distinct region texts, token ids
   uint64_t fingerprint = 0;  // of the image names (as the JSONL gives them) and the caption ids, for resume
 };
+
+// --regions: JSONL lines {"image": path (as the captions give it), "regions": [{"bbox": [x0, y0, x1, y1], "text":
+// "..."}, ...]}, the box in the image's pixels. Regions of images without captions are skipped with a count on
+// stderr; a malformed line is an error naming the line.
+template <class Tokenize>
+void load_regions(const ClipConfig& cfg, const std::string& image_dir, const std::map<std::string, size_t>& index,
+                  const Tokenize& tokenize, ClipData& d) {
+  std::ifstream f(cfg.regions, std::ios::binary);
+  IRIS_CHECK(f.good(), "train --objective clip: cannot read regions file '", cfg.regions, "'");
+  std::map<std::vector<int32_t>, int64_t> text_index;
+  std::string line;
+  int64_t lineno = 0, skipped = 0, total = 0;
+  while (std::getline(f, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = str_cat(cfg.regions, ":", lineno, ": ");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(str_cat(where, "not JSON (", e.what(), ")"));
+    }
+    IRIS_CHECK(j.is_object() && j.contains("image") && j["image"].is_string() && j.contains("regions") &&
+                   j["regions"].is_array(),
+               where, "expected {\"image\": path, \"regions\": [...]}");
+    const std::string rel = j["image"].get<std::string>();
+    const std::string path = fs::path(rel).is_absolute() || image_dir.empty() ? rel : (fs::path(image_dir) / rel).string();
+    auto it = index.find(path);
+    for (const auto& r : j["regions"]) {
+      IRIS_CHECK(r.is_object() && r.contains("bbox") && r["bbox"].is_array() && r["bbox"].size() == 4 &&
+                     r.contains("text") && r["text"].is_string() && !r["text"].get<std::string>().empty(),
+                 where, "a region must be {\"bbox\": [x0, y0, x1, y1], \"text\": non-empty string}");
+      RegionRef ref;
+      for (size_t k = 0; k < 4; ++k) {
+        IRIS_CHECK(r["bbox"][k].is_number(), where, "bbox values must be numbers");
+        ref.box[k] = r["bbox"][k].get<double>();
+        IRIS_CHECK(std::isfinite(ref.box[k]), where, "bbox values must be finite");
+      }
+      IRIS_CHECK(ref.box[0] < ref.box[2] && ref.box[1] < ref.box[3], where, "bbox [", ref.box[0], ", ", ref.box[1],
+                 ", ", ref.box[2], ", ", ref.box[3], "] is empty (need x0 < x1 and y0 < y1)");
+      ++total;
+      if (it == index.end()) {
+        ++skipped;
+        continue;
+      }
+      std::vector<int32_t> ids = tokenize(r["text"].get<std::string>());
+      auto [ti, fresh] = text_index.emplace(ids, int64_t(d.region_texts.size()));
+      if (fresh) d.region_texts.push_back(std::move(ids));
+      ref.text = ti->second;
+      d.regions[it->second].push_back(ref);
+    }
+  }
+  IRIS_CHECK(total > skipped, "train --objective clip: no region of ", cfg.regions,
+             " belongs to an image of the captions (", total, " regions)");
+  if (skipped > 0)
+    std::fprintf(stderr, "regions: %lld of %lld regions skipped (their images have no captions)\n", (long long)skipped,
+                 (long long)total);
+}
 
 // The captions JSONL grouped by image (images that do not exist are skipped with a warning), each caption
 // tokenized with BOS as the tokenizer adds it, cut to max_text_tokens - 1, plus EOS.
@@ -223,6 +351,12 @@ ClipData load_clip_data(const ClipConfig& cfg, const text::Tokenizer& tok, int32
   data::LoadReport report;
   std::vector<data::Sample> samples = data::load_caption_jsonl(cfg.captions, cfg.seed, &report, /*strict=*/false);
   ClipData d;
+  auto tokenize = [&](const std::string& text) {
+    std::vector<int32_t> ids = tok.encode(text, /*add_special_tokens=*/true);
+    if (int64_t(ids.size()) >= cfg.max_text_tokens) ids.resize(size_t(cfg.max_text_tokens - 1));
+    ids.push_back(eos);
+    return ids;
+  };
   std::vector<std::string> names;  // as given, so that a moved dataset folder still resumes
   std::map<std::string, size_t> index;
   std::map<std::string, bool> exists;
@@ -241,15 +375,19 @@ ClipData load_clip_data(const ClipConfig& cfg, const text::Tokenizer& tok, int32
       names.push_back(rel);
       d.captions.emplace_back();
     }
-    std::vector<int32_t> ids = tok.encode(s.turns.back().text, /*add_special_tokens=*/true);
-    if (int64_t(ids.size()) >= cfg.max_text_tokens) ids.resize(size_t(cfg.max_text_tokens - 1));
-    ids.push_back(eos);
-    d.captions[it->second].push_back(std::move(ids));
+    d.captions[it->second].push_back(tokenize(s.turns.back().text));
   }
+  d.regions.resize(d.images.size());
+  if (!cfg.regions.empty()) load_regions(cfg, image_dir, index, tokenize, d);
   uint64_t h = 0x636c6970ULL;  // "clip"
   for (size_t i = 0; i < d.images.size(); ++i) {
     h = hash_bytes(h, names[i].data(), names[i].size());
     for (const auto& c : d.captions[i]) h = hash_bytes(h, c.data(), c.size() * sizeof(int32_t));
+    for (const RegionRef& r : d.regions[i]) {
+      h = hash_bytes(h, r.box.data(), sizeof r.box);
+      const auto& ids = d.region_texts[size_t(r.text)];
+      h = hash_bytes(h, ids.data(), ids.size() * sizeof(int32_t));
+    }
   }
   d.fingerprint = h;
   if (report.total_skipped() > 0) std::fprintf(stderr, "captions: %s\n", report.summary().c_str());
@@ -288,17 +426,24 @@ class BatchPlan {
 };
 
 // Decodes and preprocesses images on `workers` threads (std::thread: file I/O and decoding, no OpenMP), each
-// (3, size, size) as the LLaVA trainer preprocesses them.
-std::vector<std::vector<float>> load_images(const std::vector<std::string>& paths, const vision::PreprocessConfig& pp,
-                                            int64_t size, int workers) {
-  std::vector<std::vector<float>> out(paths.size());
+// (3, size, size) as the LLaVA trainer preprocesses them, with the decoded image's size (for region boxes).
+struct LoadedImages {
+  std::vector<std::vector<float>> pixels;
+  std::vector<std::pair<int, int>> sizes;  // (width, height) as decoded
+};
+LoadedImages load_images(const std::vector<std::string>& paths, const vision::PreprocessConfig& pp, int64_t size,
+                         int workers) {
+  LoadedImages out;
+  out.pixels.resize(paths.size());
+  out.sizes.resize(paths.size());
   std::vector<std::exception_ptr> errors(paths.size());
   auto work = [&](size_t w, size_t nw) {
     for (size_t i = w; i < paths.size(); i += nw) {
       try {
         vision::Image img = vision::load_image(paths[i]);
-        out[i] = vision::preprocess(img, pp);
-        IRIS_CHECK(int64_t(out[i].size()) == 3 * size * size, "preprocessing gives ", out[i].size(),
+        out.sizes[i] = {img.width, img.height};
+        out.pixels[i] = vision::preprocess(img, pp);
+        IRIS_CHECK(int64_t(out.pixels[i].size()) == 3 * size * size, "preprocessing gives ", out.pixels[i].size(),
                    " values, the vision tower takes 3 x ", size, " x ", size);
       } catch (const Error& e) {
         errors[i] = std::make_exception_ptr(Error(str_cat("image ", paths[i], ": ", e.what())));
@@ -318,6 +463,27 @@ std::vector<std::vector<float>> load_images(const std::vector<std::string>& path
   for (auto& e : errors)
     if (e) std::rethrow_exception(e);
   return out;
+}
+
+// The regions of a step's images: each box mapped through the preprocessing onto the patch grid; boxes the crop
+// cut away entirely are left out.
+RegionBatch make_region_batch(const ClipData& d, const std::vector<std::pair<int64_t, int64_t>>& pairs,
+                              const std::vector<std::pair<int, int>>& sizes, const vision::PreprocessConfig& pp,
+                              const ClipTowers& towers) {
+  RegionBatch rb;
+  std::map<int64_t, int64_t> texts;  // data's text index -> the batch's
+  for (size_t i = 0; i < pairs.size(); ++i)
+    for (const RegionRef& r : d.regions[size_t(pairs[i].first)]) {
+      const auto box = pp.map_box(sizes[i].first, sizes[i].second, r.box);
+      std::vector<float> w = region_row_weights(box, towers.grid(), towers.patch(), towers.rows());
+      if (w.empty()) continue;
+      auto [it, fresh] = texts.emplace(r.text, int64_t(rb.texts.size()));
+      if (fresh) rb.texts.push_back(d.region_texts[size_t(r.text)]);
+      rb.image.push_back(int64_t(i));
+      rb.target.push_back(it->second);
+      rb.weights.insert(rb.weights.end(), w.begin(), w.end());
+    }
+  return rb;
 }
 
 // Gaussian init from the data RNG (std::normal_distribution differs between standard libraries).
@@ -357,6 +523,8 @@ void check_config(const ClipConfig& c) {
   IRIS_CHECK(c.dtype == "f32" || c.dtype == "bf16", "train --objective clip: dtype '", c.dtype,
              "': expected f32 or bf16");
   IRIS_CHECK(!c.captions.empty(), "train --objective clip: --captions (image-caption JSONL) is required");
+  IRIS_CHECK(std::isfinite(c.region_weight) && c.region_weight > 0, "train --objective clip: region weight ",
+             c.region_weight, " must be > 0");
   std::error_code ec;
   IRIS_CHECK(fs::is_regular_file(c.captions, ec), "train --objective clip: captions file '", c.captions,
              "' does not exist");
@@ -410,6 +578,7 @@ ClipTowers::ClipTowers(models::Vlm& vlm, models::Vlm& text, const ClipConfig& cf
   C_ = lc.vision.num_channels, HW_ = lc.vision.image_size, Dv_ = lc.vision.hidden_size;
   T_ = lc.vision.num_positions(), R_ = drop_cls_ ? T_ - 1 : T_;
   Dt_ = text.text().hidden_size(), E_ = cfg.embed_dim;
+  patch_ = lc.vision.patch_size, grid_ = HW_ / patch_;
   IRIS_CHECK(E_ >= 1, "contrastive training: embedding width ", E_, " must be >= 1");
 
   w_image_ = make_param("clip.visual_projection.weight", {E_, Dv_});
@@ -447,7 +616,9 @@ io::NamedTensors ClipTowers::heads() const {
 }
 
 ClipHeadResult ClipTowers::forward_backward(const std::vector<std::vector<float>>& pixels,
-                                            const std::vector<std::vector<int32_t>>& captions, bool backward) {
+                                            const std::vector<std::vector<int32_t>>& captions, bool backward,
+                                            const RegionBatch* regions, double region_weight,
+                                            ClipHeadResult* region_result) {
   const int64_t B = int64_t(pixels.size());
   IRIS_CHECK(B >= 1 && captions.size() == pixels.size(), "contrastive batch: ", pixels.size(), " images and ",
              captions.size(), " captions (expected as many of each, at least one)");
@@ -459,29 +630,54 @@ ClipHeadResult ClipTowers::forward_backward(const std::vector<std::vector<float>
                pixels[size_t(i)].size(), " values, the vision tower takes ", C_, " x ", HW_, " x ", HW_);
     IRIS_CHECK(!captions[size_t(i)].empty(), "contrastive batch: caption ", i, " has no tokens");
   }
+  const bool with_regions = regions && regions->regions() > 0;
+  if (with_regions)
+    for (const auto& ids : regions->texts) IRIS_CHECK(!ids.empty(), "contrastive batch: a region text has no tokens");
 
-  // Forward, keeping every image's and caption's activations: image rows (B, R, Dv), caption features (B, Dt).
+  // Forward, keeping every image's and text's activations: image rows (B, R, Dv), text features (n, Dt).
   std::vector<models::ClipVisionActs> vacts(static_cast<size_t>(B));
   std::vector<float> rows(size_t(B * R * Dv));
   for (int64_t i = 0; i < B; ++i) {
     vision.forward_train(pixels[size_t(i)].data(), C_, HW_, HW_, fl_, vacts[size_t(i)], checkpointing_);
     std::copy_n(vacts[size_t(i)].out.data() + (drop_cls_ ? Dv : 0), R * Dv, rows.data() + i * R * Dv);
   }
-  std::vector<models::LlamaActs> tacts(static_cast<size_t>(B));
-  std::vector<float> feats(size_t(B * Dt));
-  for (int64_t j = 0; j < B; ++j) {
-    const std::vector<int32_t>& ids = captions[size_t(j)];
-    const int64_t S = int64_t(ids.size());
-    std::vector<float> x(size_t(S * Dt));
-    text.embed(ids.data(), S, x.data());
-    text.forward_train(x.data(), S, tacts[size_t(j)], checkpointing_);
-    std::copy_n(tacts[size_t(j)].out.data() + (S - 1) * Dt, Dt, feats.data() + j * Dt);  // the last token's row
+  auto encode = [&](const std::vector<std::vector<int32_t>>& texts, std::vector<models::LlamaActs>& acts) {
+    acts.resize(texts.size());
+    std::vector<float> feats(texts.size() * size_t(Dt));
+    for (size_t j = 0; j < texts.size(); ++j) {
+      const int64_t S = int64_t(texts[j].size());
+      std::vector<float> x(size_t(S * Dt));
+      text.embed(texts[j].data(), S, x.data());
+      text.forward_train(x.data(), S, acts[j], checkpointing_);
+      std::copy_n(acts[j].out.data() + (S - 1) * Dt, Dt, feats.data() + j * size_t(Dt));  // the last token's row
+    }
+    return feats;
+  };
+  auto encode_backward = [&](const std::vector<std::vector<int32_t>>& texts, std::vector<models::LlamaActs>& acts,
+                             const std::vector<float>& dfeats) {
+    for (size_t j = 0; j < texts.size(); ++j) {
+      const int64_t S = int64_t(texts[j].size());
+      std::vector<float> dout(size_t(S * Dt), 0.0f), dx(size_t(S * Dt));
+      std::copy_n(dfeats.data() + j * size_t(Dt), Dt, dout.data() + (S - 1) * Dt);
+      text.backward(acts[j], dout.data(), dx.data());
+      text.embed_backward(texts[j].data(), S, dx.data());
+      acts[j] = {};
+    }
+  };
+  std::vector<models::LlamaActs> tacts, racts;
+  const std::vector<float> feats = encode(captions, tacts);
+  std::vector<float> rfeats;
+  if (with_regions) rfeats = encode(regions->texts, racts);
+  const ClipHeadShape shape{B, R, Dv, Dt, E_};
+  const float* wi = w_image_->value.data<float>();
+  const float* wt = w_text_->value.data<float>();
+  if (!backward) {
+    if (with_regions && region_result)
+      *region_result = region_head_forward_backward(shape, rows.data(), *regions, rfeats.data(), wi, wt, logit_scale(), {});
+    return clip_head_forward_backward(shape, rows.data(), feats.data(), wi, wt, logit_scale(), {});
   }
-  if (!backward)
-    return clip_head_forward_backward({B, R, Dv, Dt, E_}, rows.data(), feats.data(), w_image_->value.data<float>(),
-                                      w_text_->value.data<float>(), logit_scale(), {});
 
-  // The head, then both towers backward.
+  // The heads, then both towers backward.
   std::vector<float> drows(rows.size()), dfeats(feats.size());
   ClipHeadGrads hg;
   hg.image_rows = drows.data();
@@ -490,19 +686,34 @@ ClipHeadResult ClipTowers::forward_backward(const std::vector<std::vector<float>
   hg.w_text = w_text_->grad.data<float>();
   float ds = 0;
   hg.logit_scale = &ds;
-  const ClipHeadResult hr = clip_head_forward_backward({B, R, Dv, Dt, E_}, rows.data(), feats.data(),
-                                                       w_image_->value.data<float>(), w_text_->value.data<float>(),
-                                                       logit_scale(), hg);
+  const ClipHeadResult hr = clip_head_forward_backward(shape, rows.data(), feats.data(), wi, wt, logit_scale(), hg);
   logit_scale_->grad.data<float>()[0] += ds;
-  for (int64_t j = 0; j < B; ++j) {
-    const std::vector<int32_t>& ids = captions[size_t(j)];
-    const int64_t S = int64_t(ids.size());
-    std::vector<float> dout(size_t(S * Dt), 0.0f), dx(size_t(S * Dt));
-    std::copy_n(dfeats.data() + j * Dt, Dt, dout.data() + (S - 1) * Dt);
-    text.backward(tacts[size_t(j)], dout.data(), dx.data());
-    text.embed_backward(ids.data(), S, dx.data());
-    tacts[size_t(j)] = {};
+  if (with_regions) {
+    // The region loss enters scaled by region_weight: its gradients are computed unscaled into scratch buffers
+    // and added with the weight.
+    std::vector<float> drows_r(rows.size()), dfeats_r(rfeats.size()), dwi(size_t(E_ * Dv), 0.0f),
+        dwt(size_t(E_ * Dt), 0.0f);
+    ClipHeadGrads rg;
+    rg.image_rows = drows_r.data();
+    rg.text = dfeats_r.data();
+    rg.w_image = dwi.data();
+    rg.w_text = dwt.data();
+    float dsr = 0;
+    rg.logit_scale = &dsr;
+    const ClipHeadResult rr = region_head_forward_backward(shape, rows.data(), *regions, rfeats.data(), wi, wt,
+                                                           logit_scale(), rg);
+    if (region_result) *region_result = rr;
+    const float rw = float(region_weight);
+    for (size_t i = 0; i < drows.size(); ++i) drows[i] += rw * drows_r[i];
+    for (float& x : dfeats_r) x *= rw;
+    float* gwi = w_image_->grad.data<float>();
+    float* gwt = w_text_->grad.data<float>();
+    for (size_t i = 0; i < dwi.size(); ++i) gwi[i] += rw * dwi[i];
+    for (size_t i = 0; i < dwt.size(); ++i) gwt[i] += rw * dwt[i];
+    logit_scale_->grad.data<float>()[0] += rw * dsr;
+    encode_backward(regions->texts, racts, dfeats_r);
   }
+  encode_backward(captions, tacts, dfeats);
   for (int64_t i = 0; i < B; ++i) {
     std::vector<float> dsel(size_t(T * Dv), 0.0f);  // the class token's row stays 0 when dropped
     std::copy_n(drows.data() + i * R * Dv, R * Dv, dsel.data() + (drop_cls_ ? Dv : 0));
@@ -510,6 +721,30 @@ ClipHeadResult ClipTowers::forward_backward(const std::vector<std::vector<float>
     vacts[size_t(i)] = {};
   }
   return hr;
+}
+
+std::vector<float> region_row_weights(const std::array<double, 4>& box, int64_t grid, int64_t patch, int64_t rows) {
+  IRIS_CHECK(grid >= 1 && patch >= 1 && (rows == grid * grid || rows == grid * grid + 1), "region weights: ", rows,
+             " rows for a ", grid, " x ", grid, " grid");
+  const int64_t first = rows - grid * grid;  // 1 with the class token
+  const double side = double(grid * patch);
+  const double x0 = std::max(box[0], 0.0), y0 = std::max(box[1], 0.0), x1 = std::min(box[2], side),
+               y1 = std::min(box[3], side);
+  if (!(x0 < x1 && y0 < y1)) return {};
+  std::vector<float> w(static_cast<size_t>(rows), 0.0f);
+  int64_t n = 0;
+  for (int64_t gy = 0; gy < grid; ++gy)
+    for (int64_t gx = 0; gx < grid; ++gx) {
+      const double cx = (double(gx) + 0.5) * double(patch), cy = (double(gy) + 0.5) * double(patch);
+      if (cx >= x0 && cx < x1 && cy >= y0 && cy < y1) w[size_t(first + gy * grid + gx)] = 1.0f, ++n;
+    }
+  if (n == 0) {
+    const int64_t gx = std::clamp<int64_t>(int64_t(0.5 * (x0 + x1) / double(patch)), 0, grid - 1),
+                  gy = std::clamp<int64_t>(int64_t(0.5 * (y0 + y1) / double(patch)), 0, grid - 1);
+    w[size_t(first + gy * grid + gx)] = 1.0f, n = 1;
+  }
+  for (float& x : w) x /= float(n);
+  return w;
 }
 
 // ---- the training loop ----------------------------------------------------------------------------------------
@@ -561,6 +796,7 @@ double run_clip_training(const ClipConfig& cfg_in, bool resume) {
 
   auto opt = Optimizer::create(optimizer_config_of(cfg));
   BatchPlan plan(data, cfg.seed, cfg.batch_size);
+  const bool with_regions = !cfg.regions.empty();
   const int64_t total = cfg.max_steps > 0 ? cfg.max_steps : plan.steps_per_epoch() * cfg.epochs;
   ScheduleConfig sc;
   sc.kind = cfg.schedule;
@@ -624,44 +860,60 @@ double run_clip_training(const ClipConfig& cfg_in, bool resume) {
     for (const auto& pr : plan.pairs(at)) paths.push_back(data.images[size_t(pr.first)]);
     return std::async(std::launch::async, load_images, std::move(paths), pp, HW, cfg.workers);
   };
-  std::future<std::vector<std::vector<float>>> next;
+  std::future<LoadedImages> next;
   if (step < total) next = start_loading(step);
 
   double last_loss = NAN;
   const int64_t tokens_at_start = tokens;
   while (step < total) {
     std::vector<std::vector<int32_t>> captions;
-    for (const auto& [img, cap] : plan.pairs(step)) {
+    const auto pairs = plan.pairs(step);
+    for (const auto& [img, cap] : pairs) {
       captions.push_back(data.captions[size_t(img)][size_t(cap)]);
       tokens += int64_t(captions.back().size()) + towers.image_tokens();
     }
-    std::vector<std::vector<float>> pixels = next.get();
+    LoadedImages loaded = next.get();
     if (step + 1 < total) next = start_loading(step + 1);
+    RegionBatch rb;
+    if (with_regions) rb = make_region_batch(data, pairs, loaded.sizes, pp, towers);
     towers.zero_grad();
-    const ClipHeadResult hr = towers.forward_backward(pixels, captions);
+    ClipHeadResult rr;
+    const ClipHeadResult hr =
+        towers.forward_backward(loaded.pixels, captions, /*backward=*/true, &rb, cfg.region_weight, &rr);
+    const double step_loss = hr.loss + (rb.regions() > 0 ? cfg.region_weight * rr.loss : 0.0);
     const double gnorm = cfg.max_grad_norm > 0 ? clip_grad_norm(refs, cfg.max_grad_norm) : grad_norm(refs);
     const double lr = schedule_lr(sc, cfg.lr, step);
     opt->step(refs, lr);
     towers.clamp_logit_scale();
     towers.weights_updated();
     ++step;
-    last_loss = hr.loss;
+    last_loss = step_loss;
     const double secs = seconds(), scale = std::exp(double(towers.logit_scale()));
     StepMetrics m;
     m.step = step;
-    m.loss = hr.loss;
+    m.loss = step_loss;
     m.lr = lr;
     m.grad_norm = gnorm;
     m.tokens = tokens;
     m.tokens_per_s = secs > 0 ? double(tokens - tokens_at_start) / secs : 0;
     m.elapsed_s = elapsed_before + secs;
     const double B = double(cfg.batch_size), acc_i2t = double(hr.correct_i2t) / B, acc_t2i = double(hr.correct_t2i) / B;
-    log.log(m, {{"acc_i2t", acc_i2t}, {"acc_t2i", acc_t2i}, {"logit_scale", scale}});
-    char note[80];
-    std::snprintf(note, sizeof note, "acc i2t %.2f t2i %.2f | scale %.1f", acc_i2t, acc_t2i, scale);
+    nlohmann::json extra = {{"acc_i2t", acc_i2t}, {"acc_t2i", acc_t2i}, {"logit_scale", scale}};
+    char note[120];
+    int len = std::snprintf(note, sizeof note, "acc i2t %.2f t2i %.2f", acc_i2t, acc_t2i);
+    if (with_regions) {
+      const double acc_region = rb.regions() > 0 ? double(rr.correct_i2t) / double(rb.regions()) : 0.0;
+      extra["clip_loss"] = hr.loss;
+      extra["region_loss"] = rr.loss;
+      extra["acc_region"] = acc_region;
+      extra["regions"] = rb.regions();
+      len += std::snprintf(note + len, sizeof note - size_t(len), " region %.2f", acc_region);
+    }
+    std::snprintf(note + len, sizeof note - size_t(len), " | scale %.1f", scale);
+    log.log(m, extra);
     bar.update(m, note);
     plot_steps.push_back(step);
-    plot_losses.push_back(hr.loss);
+    plot_losses.push_back(step_loss);
     if (cfg.save_every > 0 && step % cfg.save_every == 0 && step < total) {
       save(step);
       bar.message("saved checkpoint step " + std::to_string(step));

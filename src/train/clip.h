@@ -23,6 +23,7 @@
 // in-batch retrieval accuracies), loss.svg and, at the end, final/ (the whole VLM as a Hugging Face folder) and
 // text_encoder/ (a LlamaForCausalLM folder, plus clip_heads.safetensors and clip_config.json).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -40,6 +41,8 @@ namespace iris::train {
 struct ClipConfig {
   std::string objective = "clip";  // written to clip_config.json, as TrainerConfig's objective
   std::string model, captions, images, out;
+  std::string regions;        // optional region-phrase JSONL: the region loss is added (see above)
+  double region_weight = 1.0;  // weight of the region loss in the step's loss
   int text_layers = 2, text_hidden = 128, text_heads = 4, embed_dim = 128;
   int max_text_tokens = 77;  // longer captions are cut (the last kept token becomes EOS), as CLIP's context
   std::string optimizer = "adamw";
@@ -64,6 +67,16 @@ struct ClipConfig {
 // Whether dir holds a CLIP run (its clip_config.json).
 bool is_clip_run(const std::string& dir);
 
+
+// The region-level contrastive head (the --regions loss): K regions of the batch's images, each pooled from its
+// image's rows with its own weights, against the batch's U distinct region texts.
+struct RegionBatch {
+  std::vector<int64_t> image;   // (K) the region's image in the batch
+  std::vector<float> weights;   // (K, R) pooling weights over that image's rows (each region's sum to 1)
+  std::vector<int64_t> target;  // (K) the region's text in `texts`
+  std::vector<std::vector<int32_t>> texts;  // (U) the batch's distinct region texts, token ids (BOS..EOS)
+  int64_t regions() const { return int64_t(image.size()); }
+};
 
 // The contrastive head over one batch of B pairs, forward and backward.
 struct ClipHeadShape {
@@ -92,6 +105,21 @@ ClipHeadResult clip_head_forward_backward(const ClipHeadShape& shape, const floa
                                           const float* w_image, const float* w_text, float logit_scale,
                                           const ClipHeadGrads& grads);
 
+// The region head: region k's feature is sum_r weights[k, r] image_rows[image[k], r] (Dv), projected by w_image
+// and normalised as the image embeddings; the texts (U, Dt) as captions. Loss: the mean over regions of the
+// cross-entropy of region k's logits over the U texts against target[k] (the columns have no loss: several
+// regions may share a text). correct_i2t counts regions whose highest logit is their text; correct_t2i is 0.
+// Gradients as clip_head_forward_backward's (image_rows and text written, weights added).
+ClipHeadResult region_head_forward_backward(const ClipHeadShape& shape, const float* image_rows, const RegionBatch& rb,
+                                            const float* text, const float* w_image, const float* w_text,
+                                            float logit_scale, const ClipHeadGrads& grads);
+
+// The pooling weights of one region over the rows of an image: the patches (grid x grid, patch pixels each, of the
+// preprocessed image) whose centres lie inside box (x0, y0, x1, y1 in preprocessed pixels), equal weights; when no
+// centre does, the patch holding the box centre. rows = grid^2 (+1 with the class token first, weight 0). Empty
+// when the box lies entirely outside the image.
+std::vector<float> region_row_weights(const std::array<double, 4>& box, int64_t grid, int64_t patch, int64_t rows);
+
 // The text encoder's configuration: a LlamaForCausalLM of cfg.text_layers layers, width cfg.text_hidden,
 // cfg.text_heads heads, MLP ~2.7x (a multiple of 8), over `vocab` tokens, embeddings tied to the LM head.
 models::ModelConfig clip_text_encoder_config(const ClipConfig& cfg, int64_t vocab, std::optional<int32_t> bos,
@@ -114,8 +142,12 @@ class ClipTowers {
   void zero_grad();
   // One batch: pixels[i] (3, H, W) normalised, captions[i] its caption's ids (pair i). With backward, ADDS the
   // gradients of the mean loss to the params; all B images' and captions' activations are kept until then.
+  // regions (may be null or empty): the region loss, scaled by region_weight, is added to the step's loss;
+  // *region_result (when non-null) gets its result.
   ClipHeadResult forward_backward(const std::vector<std::vector<float>>& pixels,
-                                  const std::vector<std::vector<int32_t>>& captions, bool backward = true);
+                                  const std::vector<std::vector<int32_t>>& captions, bool backward = true,
+                                  const RegionBatch* regions = nullptr, double region_weight = 1.0,
+                                  ClipHeadResult* region_result = nullptr);
   // After the values changed (an optimizer step, a restored checkpoint): refresh the packed copies.
   void weights_updated();
   // CLIP's clamp of the logit scale to [0, ln 100], after each optimizer step.
@@ -126,6 +158,9 @@ class ClipTowers {
   TrainableVlm& vision() { return *vision_; }
   TrainableVlm& text() { return *text_; }
   int64_t image_tokens() const { return T_; }  // vision tokens per image (patches + class token)
+  int64_t rows() const { return R_; }          // rows pooled per image (patches, + the class token unless dropped)
+  int64_t grid() const { return grid_; }       // patches per side
+  int64_t patch() const { return patch_; }     // pixels per patch side
 
  private:
   models::Vlm& vlm_;
@@ -136,7 +171,7 @@ class ClipTowers {
   std::vector<std::pair<std::string, Param*>> params_;
   int fl_ = 0;
   bool drop_cls_ = true;
-  int64_t C_ = 0, HW_ = 0, Dv_ = 0, T_ = 0, R_ = 0, Dt_ = 0, E_ = 0;
+  int64_t C_ = 0, HW_ = 0, Dv_ = 0, T_ = 0, R_ = 0, Dt_ = 0, E_ = 0, grid_ = 0, patch_ = 0;
 };
 
 // Runs (or, with resume, continues from out/'s latest checkpoint) a contrastive run. Returns the final loss.

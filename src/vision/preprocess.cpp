@@ -222,6 +222,28 @@ std::pair<int, int> PreprocessConfig::output_size(int in_width, int in_height) c
   return {w, h};
 }
 
+std::array<double, 4> PreprocessConfig::map_box(int in_width, int in_height, const std::array<double, 4>& box) const {
+  IRIS_CHECK(in_width > 0 && in_height > 0, "preprocess: map_box of a ", in_width, "x", in_height, " image");
+  double ox = 0, oy = 0;  // the pad's paste offset
+  int w = in_width, h = in_height;
+  if (pad_to_square && w != h) {
+    const int S = std::max(w, h);
+    ox = (S - w) / 2, oy = (S - h) / 2;
+    w = h = S;
+  }
+  double sx = 1, sy = 1;
+  if (do_resize) {
+    auto [rw, rh] = resize_size(w, h);
+    sx = double(rw) / w, sy = double(rh) / h;
+    w = rw, h = rh;
+  }
+  double cx = 0, cy = 0;  // the crop's top-left corner, floor((size - crop) / 2) as center_crop takes it
+  if (do_center_crop) {
+    cx = std::floor((w - crop_width) / 2.0), cy = std::floor((h - crop_height) / 2.0);
+  }
+  return {(box[0] + ox) * sx - cx, (box[1] + oy) * sy - cy, (box[2] + ox) * sx - cx, (box[3] + oy) * sy - cy};
+}
+
 int PreprocessConfig::out_height() const {
   if (do_center_crop) return output_size(1, 1).second;
   if (do_resize && shortest_edge == 0) return output_size(1, 1).second;

@@ -37,6 +37,10 @@ struct PreprocessConfig {
   std::pair<int, int> output_size(int in_width, int in_height) const;  // (width, height)
   // Size after the resize step for an input of this size: (width, height).
   std::pair<int, int> resize_size(int in_width, int in_height) const;
+  // Where a box of the input image (pixel coordinates x0, y0, x1, y1, continuous) lands in the output image:
+  // through the pad to square (the image centred as LLaVA pastes it), the resize and the centre crop. The result
+  // may reach outside [0, out_width] x [0, out_height] where the crop cut the box.
+  std::array<double, 4> map_box(int in_width, int in_height, const std::array<double, 4>& box) const;
 };
 
 // RGB uint8 right before rescale (what refcases' outputs/*.png hold).

@@ -228,7 +228,7 @@ TEST(ShapesWorld, SameSeedGivesByteIdenticalFiles) {
   const std::string a = main_dir(), b = generate("again", text_options(7));
   const std::vector<std::string> fa = files_under(a), fb = files_under(b);
   ASSERT_EQ(fa, fb);
-  EXPECT_EQ(fa.size(), 24u + 5u);  // images + llava, captions, pope, scenes, meta
+  EXPECT_EQ(fa.size(), 24u + 6u);  // images + llava, captions, pope, scenes, regions, meta
   for (const std::string& f : fa) EXPECT_EQ(test::read_file(a + "/" + f), test::read_file(b + "/" + f)) << f;
 }
 
@@ -419,6 +419,27 @@ TEST(ShapesWorld, CaptionsNameEveryObject) {
   }
   EXPECT_EQ(per_image.size(), 24u);
   for (const auto& [img, n] : per_image) EXPECT_EQ(n, 3) << img;
+}
+
+// regions.jsonl: one line per image, one region per object with its box and "size colour shape" phrase.
+TEST(ShapesWorld, RegionsAreTheSceneObjects) {
+  const std::string dir = main_dir();
+  const auto scenes = load_scenes(dir);
+  std::vector<json> scene_lines = read_jsonl(dir + "/scenes.jsonl"), lines = read_jsonl(dir + "/regions.jsonl");
+  ASSERT_EQ(lines.size(), scene_lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const json& r = lines[i];
+    const json& sc = scene_lines[i];
+    ASSERT_EQ(r["image"], sc["image"]);
+    const World& w = scenes.at(r["image"]);
+    ASSERT_EQ(r["regions"].size(), w.objects.size()) << r["image"];
+    for (size_t k = 0; k < w.objects.size(); ++k) {
+      const Obj& o = w.objects[k];
+      EXPECT_EQ(r["regions"][k]["bbox"], json::array({o.x0, o.y0, o.x1, o.y1}));
+      const std::string size = sc["objects"][k]["size"];
+      EXPECT_EQ(r["regions"][k]["text"], size + " " + o.colour + " " + o.shape);
+    }
+  }
 }
 
 TEST(ShapesWorld, MetaCountsMatchTheFiles) {

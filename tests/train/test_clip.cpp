@@ -162,6 +162,172 @@ TEST(ClipHead, RetrievalCountsAndPerfectAlignment) {
   }
 }
 
+// ---- the region head ------------------------------------------------------------------------------------------
+
+namespace {
+
+struct RegionInputs {
+  train::ClipHeadShape s;
+  train::RegionBatch rb;
+  int64_t U = 0;
+  std::vector<double> rows, text, wi, wt, weights;  // (B, R, Dv), (U, Dt), (E, Dv), (E, Dt), (K, R)
+  double scale = 0;
+};
+
+// K regions over B images, U texts (every text the target of some region when K >= U), sparse pooling weights.
+RegionInputs random_region_inputs(const train::ClipHeadShape& s, int64_t K, int64_t U, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> n(0.0, 1.0);
+  std::uniform_int_distribution<int64_t> img(0, s.B - 1), txt(0, U - 1);
+  RegionInputs in;
+  in.s = s;
+  in.U = U;
+  auto fill = [&](std::vector<double>& v, size_t count, double sd) {
+    v.resize(count);
+    for (double& x : v) x = double(float(sd * n(g)));
+  };
+  fill(in.rows, size_t(s.B * s.R * s.Dv), 1.0);
+  fill(in.text, size_t(U * s.Dt), 1.0);
+  fill(in.wi, size_t(s.E * s.Dv), 1.0 / std::sqrt(double(s.Dv)));
+  fill(in.wt, size_t(s.E * s.Dt), 1.0 / std::sqrt(double(s.Dt)));
+  in.scale = double(float(0.5 + 2.5 * std::uniform_real_distribution<double>(0, 1)(g)));
+  for (int64_t k = 0; k < K; ++k) {
+    in.rb.image.push_back(img(g));
+    in.rb.target.push_back(k < U ? k : txt(g));
+    double sum = 0;
+    std::vector<double> w(size_t(s.R));
+    for (int64_t r = 0; r < s.R; ++r) sum += (w[size_t(r)] = (r + k) % 3 == 0 ? 0.0 : 0.25 + double(r % 4));
+    if (sum == 0) w[0] = sum = 1;
+    for (double x : w) in.weights.push_back(double(float(x / sum)));
+  }
+  in.rb.weights.assign(in.weights.begin(), in.weights.end());
+  in.rb.texts.assign(size_t(U), std::vector<int32_t>{1});
+  return in;
+}
+
+double ref_region_loss(const RegionInputs& in) {
+  const auto& s = in.s;
+  const int64_t K = in.rb.regions();
+  auto embed = [&](const std::vector<double>& x, const std::vector<double>& w, int64_t D) {
+    std::vector<double> y(size_t(s.E), 0.0);
+    double ss = 0;
+    for (int64_t e = 0; e < s.E; ++e) {
+      for (int64_t k = 0; k < D; ++k) y[size_t(e)] += w[size_t(e * D + k)] * x[size_t(k)];
+      ss += y[size_t(e)] * y[size_t(e)];
+    }
+    for (double& v : y) v /= std::sqrt(ss);
+    return y;
+  };
+  std::vector<std::vector<double>> b;
+  for (int64_t u = 0; u < in.U; ++u)
+    b.push_back(embed(std::vector<double>(in.text.begin() + u * s.Dt, in.text.begin() + (u + 1) * s.Dt), in.wt, s.Dt));
+  double loss = 0;
+  for (int64_t k = 0; k < K; ++k) {
+    std::vector<double> p(size_t(s.Dv), 0.0);
+    for (int64_t r = 0; r < s.R; ++r)
+      for (int64_t d = 0; d < s.Dv; ++d)
+        p[size_t(d)] += in.weights[size_t(k * s.R + r)] * in.rows[size_t((in.rb.image[size_t(k)] * s.R + r) * s.Dv + d)];
+    const std::vector<double> a = embed(p, in.wi, s.Dv);
+    double z = 0, target = 0;
+    for (int64_t u = 0; u < in.U; ++u) {
+      double dot = 0;
+      for (int64_t e = 0; e < s.E; ++e) dot += a[size_t(e)] * b[size_t(u)][size_t(e)];
+      const double l = std::exp(in.scale) * dot;
+      z += std::exp(l);
+      if (u == in.rb.target[size_t(k)]) target = l;
+    }
+    loss += std::log(z) - target;
+  }
+  return loss / double(K);
+}
+
+}  // namespace
+
+TEST(RegionHead, GradientsMatchCentralDifferences) {
+  struct Case {
+    train::ClipHeadShape s;
+    int64_t K, U;
+  };
+  const std::vector<Case> cases = {{{1, 1, 3, 4, 2}, 1, 1}, {{2, 4, 5, 3, 6}, 5, 3}, {{3, 3, 4, 5, 3}, 7, 7},
+                                   {{4, 2, 2, 6, 4}, 3, 5}};
+  uint64_t seed = 11;
+  for (const auto& c : cases) {
+    const auto& s = c.s;
+    SCOPED_TRACE(testing::Message() << "B " << s.B << " R " << s.R << " K " << c.K << " U " << c.U);
+    RegionInputs in = random_region_inputs(s, c.K, c.U, seed++);
+    std::vector<float> rows = to_float(in.rows), text = to_float(in.text), wi = to_float(in.wi), wt = to_float(in.wt);
+    std::vector<float> g_rows(rows.size(), NAN), g_text(text.size(), NAN), g_wi(wi.size(), 0.0f), g_wt(wt.size(), 0.0f);
+    float g_scale = NAN;
+    train::ClipHeadGrads grads{g_rows.data(), g_text.data(), g_wi.data(), g_wt.data(), &g_scale};
+    const train::ClipHeadResult r = train::region_head_forward_backward(s, rows.data(), in.rb, text.data(), wi.data(),
+                                                                        wt.data(), float(in.scale), grads);
+    const double ref = ref_region_loss(in);
+    EXPECT_NEAR(r.loss, ref, 1e-10 * std::max(1.0, std::fabs(ref)));
+    EXPECT_EQ(r.correct_t2i, 0);
+    auto check = [&](std::vector<double>& v, const std::vector<float>& g, const char* what) {
+      double gmax = 1e-3, worst = 0;
+      for (float x : g) gmax = std::max(gmax, std::fabs(double(x)));
+      for (size_t i = 0; i < v.size(); ++i) {
+        const double fd = test::central_difference(v, i, 1e-6, [&] { return ref_region_loss(in); });
+        worst = std::max(worst, std::fabs(fd - double(g[i])) / gmax);
+      }
+      EXPECT_LT(worst, 1e-5) << what;
+    };
+    check(in.rows, g_rows, "image rows");
+    check(in.text, g_text, "texts");
+    check(in.wi, g_wi, "image projection");
+    check(in.wt, g_wt, "text projection");
+    std::vector<double> sv{in.scale};
+    const double fd_s = test::central_difference(sv, 0, 1e-6, [&] {
+      RegionInputs t = in;
+      t.scale = sv[0];
+      return ref_region_loss(t);
+    });
+    EXPECT_NEAR(g_scale, fd_s, 1e-5 * std::max(1.0, std::fabs(fd_s))) << "logit scale";
+  }
+}
+
+TEST(RegionHead, BadBatchIsAnError) {
+  RegionInputs in = random_region_inputs({2, 2, 3, 3, 2}, 2, 2, 5);
+  std::vector<float> rows = to_float(in.rows), text = to_float(in.text), wi = to_float(in.wi), wt = to_float(in.wt);
+  auto run = [&](const train::RegionBatch& rb) {
+    return train::region_head_forward_backward(in.s, rows.data(), rb, text.data(), wi.data(), wt.data(), 1.0f, {});
+  };
+  EXPECT_NO_THROW(run(in.rb));
+  train::RegionBatch bad = in.rb;
+  bad.image[1] = 2;  // only images 0 and 1
+  EXPECT_THROW(run(bad), Error);
+  bad = in.rb;
+  bad.target[0] = 2;  // only texts 0 and 1
+  EXPECT_THROW(run(bad), Error);
+  bad = in.rb;
+  bad.weights.pop_back();
+  EXPECT_THROW(run(bad), Error);
+}
+
+// A 4 x 4 grid of 8-pixel patches: the patches whose centres a box covers, equally weighted; a box between centres
+// takes the patch holding its centre; a box outside the image has no weights; with the class token first, its
+// weight is 0.
+TEST(RegionHead, RowWeightsCoverThePatchCentresInTheBox) {
+  auto w = train::region_row_weights({0, 0, 16, 8}, 4, 8, 16);  // centres (4, 4) and (12, 4)
+  ASSERT_EQ(w.size(), 16u);
+  for (int64_t r = 0; r < 16; ++r) EXPECT_FLOAT_EQ(w[size_t(r)], r == 0 || r == 1 ? 0.5f : 0.0f) << r;
+  w = train::region_row_weights({17, 9, 19, 11}, 4, 8, 16);  // no centre inside; its centre (18, 10) is in patch (2, 1)
+  for (int64_t r = 0; r < 16; ++r) EXPECT_FLOAT_EQ(w[size_t(r)], r == 1 * 4 + 2 ? 1.0f : 0.0f) << r;
+  w = train::region_row_weights({-5, 21, 40, 100}, 4, 8, 17);  // clipped to the image; class token first
+  ASSERT_EQ(w.size(), 17u);
+  EXPECT_FLOAT_EQ(w[0], 0.0f);
+  double sum = 0;
+  for (int64_t r = 1; r < 17; ++r) {
+    const int64_t gy = (r - 1) / 4;
+    EXPECT_FLOAT_EQ(w[size_t(r)], gy >= 3 ? 0.25f : 0.0f) << r;  // centres y = 28 only
+    sum += w[size_t(r)];
+  }
+  EXPECT_NEAR(sum, 1.0, 1e-6);
+  EXPECT_TRUE(train::region_row_weights({40, 40, 50, 50}, 4, 8, 16).empty());
+  EXPECT_THROW(train::region_row_weights({0, 0, 8, 8}, 4, 8, 15), Error);
+}
+
 // The whole model's gradients (both towers and the heads) through ClipTowers: for each group of tensors, the
 // central difference of the loss along the normalised gradient must equal the gradient's norm (it is smaller for
 // any wrong gradient). Float arithmetic, so a step of 1e-3 along a unit direction and a 0.1% tolerance.
@@ -203,9 +369,25 @@ TEST(ClipTowers, GradientsMatchDirectionalDifferences) {
       for (int k = 0; k < 2 + i; ++k) captions[size_t(i)].push_back(int32_t(3 + g() % 36));
       captions[size_t(i)].push_back(2);
     }
+    // Two regions (images 0 and 2, two texts): the step's loss is the global one + 0.7 x the region loss.
+    train::RegionBatch rb;
+    for (int k = 0; k < 2; ++k) {
+      const auto w = train::region_row_weights({4.0 * k, 0, 12.0 + 4.0 * k, 9}, towers.grid(), towers.patch(), towers.rows());
+      ASSERT_EQ(int64_t(w.size()), towers.rows());
+      rb.image.push_back(2 * k);
+      rb.target.push_back(k);
+      rb.weights.insert(rb.weights.end(), w.begin(), w.end());
+    }
+    rb.texts = {{1, 5, 6, 2}, {1, 7, 2}};
+    auto total_loss = [&](bool backward) {
+      train::ClipHeadResult rr;
+      const double l = towers.forward_backward(pixels, captions, backward, &rb, 0.7, &rr).loss;
+      EXPECT_GT(rr.loss, 0.0);
+      return l + 0.7 * rr.loss;
+    };
     towers.zero_grad();
-    const double loss = towers.forward_backward(pixels, captions).loss;
-    EXPECT_NEAR(towers.forward_backward(pixels, captions, false).loss, loss, 1e-6 * loss);
+    const double loss = total_loss(true);
+    EXPECT_NEAR(total_loss(false), loss, 1e-6 * loss);
     for (const char* group : {"vision_tower.", "text_encoder.", "clip."}) {
       std::vector<train::Param*> ps;
       double gn = 0;
@@ -225,7 +407,7 @@ TEST(ClipTowers, GradientsMatchDirectionalDifferences) {
           for (int64_t i = 0; i < p->value.numel(); ++i) p->value.data<float>()[i] += t * p->grad.data<float>()[i] / float(gn);
         }
         towers.weights_updated();
-        const double l = towers.forward_backward(pixels, captions, false).loss;
+        const double l = total_loss(false);
         for (size_t k = 0; k < ps.size(); ++k) ps[k]->value.copy_from(saved[k]);
         towers.weights_updated();
         return l;
@@ -353,6 +535,7 @@ TEST(ClipTrain, LossGoesDownAndOnlyTheVisionTowerChanges) {
 TEST(ClipTrain, ResumedRunEqualsUninterrupted) {
   const Fixture& f = fixture();
   train::ClipConfig a = small_config(f, f.dir + "/run-a"), b = small_config(f, f.dir + "/run-b");
+  a.regions = b.regions = f.data + "/regions.jsonl";
   a.max_steps = b.max_steps = 7;  // crosses an epoch boundary (3 steps per epoch), cosine schedule
   a.save_every = b.save_every = 2;
   a.warmup = b.warmup = 2;
@@ -371,7 +554,32 @@ TEST(ClipTrain, ResumedRunEqualsUninterrupted) {
   for (size_t i = 0; i < ma.size(); ++i) {
     EXPECT_EQ(ma[i]["loss"], mb[i]["loss"]) << "step " << i + 1;
     EXPECT_EQ(ma[i]["acc_i2t"], mb[i]["acc_i2t"]) << "step " << i + 1;
+    EXPECT_EQ(ma[i]["region_loss"], mb[i]["region_loss"]) << "step " << i + 1;
   }
+}
+
+// With --regions the step's loss is the global loss + the region loss, and the region loss goes down: each
+// object's pooled patches move towards its phrase ("large red circle") and away from the batch's other phrases.
+TEST(ClipTrain, RegionLossGoesDown) {
+  const Fixture& f = fixture();
+  train::ClipConfig c = small_config(f, f.dir + "/run-regions");
+  c.regions = f.data + "/regions.jsonl";
+  c.schedule = "constant";
+  c.lr = 1e-3;
+  c.epochs = 8;
+  train::run_clip_training(c, false);
+  std::vector<nlohmann::json> m = metrics(c.out);
+  ASSERT_EQ(m.size(), 24u);
+  double first = 0, last = 0;
+  for (size_t k = 0; k < m.size(); ++k) {
+    const auto& line = m[k];
+    ASSERT_TRUE(line.contains("region_loss") && line.contains("acc_region") && line.contains("clip_loss")) << line;
+    EXPECT_GT(line["regions"].get<int64_t>(), 8) << "every image of the batch has at least one object";
+    EXPECT_NEAR(line["loss"].get<double>(), line["clip_loss"].get<double>() + line["region_loss"].get<double>(), 1e-9);
+    if (k < 3) first += line["region_loss"].get<double>() / 3;
+    if (k >= 18) last += line["region_loss"].get<double>() / 6;
+  }
+  EXPECT_LT(last, 0.9 * first) << "region loss did not go down: first epoch " << first << ", last two " << last;
 }
 
 TEST(ClipTrain, BadInputIsAClearError) {
@@ -399,6 +607,31 @@ TEST(ClipTrain, BadInputIsAClearError) {
   c = small_config(f, f.dir + "/run-bad5");
   c.model = f.dir + "/no-such-model";
   expect_error(c, "does not exist");
+  // --regions: a missing file, a malformed line, an empty box, regions of no captioned image.
+  auto with_regions = [&](const std::string& name, const std::string& content) {
+    train::ClipConfig rc = small_config(f, f.dir + "/run-" + name);
+    rc.regions = f.dir + "/" + name + ".jsonl";
+    test::write_file(rc.regions, content);
+    return rc;
+  };
+  c = small_config(f, f.dir + "/run-bad6");
+  c.regions = f.dir + "/no-such-regions.jsonl";
+  expect_error(c, "cannot read regions file");
+  expect_error(with_regions("bad7", "{\"image\": \"images/000000.png\", \"regions\": [\n"), "bad7.jsonl:1: not JSON");
+  expect_error(with_regions("bad8", "\n{\"image\": \"images/000000.png\", \"regions\": [{\"bbox\": [5, 5, 5, 9], "
+                                    "\"text\": \"a\"}]}\n"),
+               "bad8.jsonl:2: bbox [5, 5, 5, 9] is empty");
+  expect_error(with_regions("bad9", "{\"image\": \"images/000000.png\", \"regions\": [{\"bbox\": [1, 2, 3], "
+                                    "\"text\": \"a\"}]}\n"),
+               "a region must be");
+  expect_error(with_regions("bad10", "{\"image\": \"elsewhere.png\", \"regions\": [{\"bbox\": [1, 2, 3, 4], "
+                                     "\"text\": \"a\"}]}\n"),
+               "no region of");
+  c = small_config(f, f.dir + "/run-bad11");
+  c.regions = f.data + "/regions.jsonl";
+  c.region_weight = 0;
+  expect_error(c, "region weight 0 must be > 0");
+
   train::ClipConfig r;
   r.out = f.dir + "/run-never-started";
   try {

@@ -2,6 +2,9 @@
 // shortest-edge size rule, and the float path's options.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
+
 #include <nlohmann/json.hpp>
 
 #include "tensor/error.h"
@@ -128,6 +131,43 @@ TEST(VisionConfig, ShortestEdgeTruncates) {
   c.pad_to_square = true;
   EXPECT_EQ(c.out_height(), 336);
   EXPECT_EQ(c.output_size(600, 400), (std::pair<int, int>{336, 336}));
+}
+
+// map_box against the real pipeline: a white box on black, preprocessed, lands where map_box says (within the
+// pixel the resampling blurs), through a shortest-edge resize with a centre crop and through a pad to square.
+TEST(VisionPreprocess, MapBoxFollowsTheImage) {
+  struct Case {
+    PreprocessConfig c;
+    int w, h;
+    std::array<int, 4> box;
+  };
+  PreprocessConfig crop;
+  crop.shortest_edge = 32, crop.crop_width = crop.crop_height = 32;
+  crop.resample = Resample::Bilinear;
+  PreprocessConfig pad = crop;
+  pad.pad_to_square = true, pad.do_center_crop = false;
+  const std::vector<Case> cases = {{crop, 80, 48, {30, 6, 60, 30}},  // 80x48 -> 53x32, crop x from 10
+                                   {crop, 48, 96, {4, 40, 40, 70}},  // 48x96 -> 32x64, crop y from 16
+                                   {pad, 40, 64, {8, 8, 32, 40}}};   // padded x by 12, then 64 -> 32
+  for (const Case& t : cases) {
+    SCOPED_TRACE(testing::Message() << t.w << "x" << t.h << " pad " << t.c.pad_to_square);
+    Image img = Image::zeros(t.w, t.h, 3);
+    for (int y = t.box[1]; y < t.box[3]; ++y)
+      for (int x = t.box[0]; x < t.box[2]; ++x) std::fill_n(img.row(y) + 3 * x, 3, uint8_t(255));
+    PreprocessConfig c = t.c;
+    c.pad_color = {0, 0, 0};
+    const Image out = preprocess_u8(img, c);
+    int x0 = out.width, y0 = out.height, x1 = 0, y1 = 0;  // the bright pixels' bounds
+    for (int y = 0; y < out.height; ++y)
+      for (int x = 0; x < out.width; ++x)
+        if (out.row(y)[3 * x] > 127) x0 = std::min(x0, x), y0 = std::min(y0, y), x1 = std::max(x1, x + 1), y1 = std::max(y1, y + 1);
+    const auto m = c.map_box(t.w, t.h, {double(t.box[0]), double(t.box[1]), double(t.box[2]), double(t.box[3])});
+    EXPECT_NEAR(m[0], x0, 1.0);
+    EXPECT_NEAR(m[1], y0, 1.0);
+    EXPECT_NEAR(m[2], x1, 1.0);
+    EXPECT_NEAR(m[3], y1, 1.0);
+  }
+  EXPECT_THROW(crop.map_box(0, 4, {0, 0, 1, 1}), Error);
 }
 
 TEST(VisionPreprocess, ChannelsAndFloatOptions) {
