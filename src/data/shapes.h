@@ -118,8 +118,8 @@ struct ShapesSummary {
 ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& opt,
                                    const std::function<void(int64_t, int64_t)>& progress = nullptr);
 
-// The instruction LLaVA-1.5 appends to short-answer questions; llava.json's questions carry it, and `iris
-// eval` appends it to POPE questions by default.
+// The instruction LLaVA-1.5 appends to short-answer questions; half of llava.json's questions carry it (the
+// others are asked plainly, with the same short answers), and `iris eval` appends it to POPE questions by default.
 inline constexpr std::string_view kShortAnswerPrompt = "Answer the question using a single word or phrase.";
 
 }  // namespace iris::data

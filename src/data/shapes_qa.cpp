@@ -488,8 +488,11 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
       const size_t len = std::min(qa.size() - q, size_t(1 + rng.below(uint64_t(opt.max_turns))));
       json turns = json::array();
       for (size_t t = 0; t < len; ++t, ++q) {
-        turns.push_back(
-            {{"from", "human"}, {"value", (t == 0 ? "<image>\n" : "") + qa[q].question + suffix}});
+        // Half the questions carry the short-answer instruction, as LLaVA-1.5's VQA data; the others have the same
+        // short answer, so that a plain question ("How many red circles are there?") is answered, not captioned.
+        const bool instructed = rng.below(2) == 0;
+        turns.push_back({{"from", "human"},
+                         {"value", (t == 0 ? "<image>\n" : "") + qa[q].question + (instructed ? suffix : "")}});
         turns.push_back({{"from", "gpt"}, {"value", qa[q].answer}, {"type", qa[q].type}});
         ++sum.questions;
         ++sum.questions_by_type[qa[q].type];
