@@ -90,6 +90,33 @@ double ref_loss(const HeadInputs& in) {
   return loss / (2.0 * double(s.B));
 }
 
+// Every entry of in's rows, text, wi, wt and its scale: the central difference of ref(in) against the gradient,
+// the error relative to the tensor's largest |gradient| (at least 1e-3).
+template <class In, class Ref>
+void expect_gradients_match(In& in, const Ref& ref, const std::vector<float>& g_rows, const std::vector<float>& g_text,
+                            const std::vector<float>& g_wi, const std::vector<float>& g_wt, float g_scale) {
+  auto check = [&](std::vector<double>& v, const std::vector<float>& g, const char* what) {
+    double gmax = 1e-3, worst = 0;
+    for (float x : g) gmax = std::max(gmax, std::fabs(double(x)));
+    for (size_t i = 0; i < v.size(); ++i) {
+      const double fd = test::central_difference(v, i, 1e-6, [&] { return ref(in); });
+      worst = std::max(worst, std::fabs(fd - double(g[i])) / gmax);
+    }
+    EXPECT_LT(worst, 1e-5) << what;
+  };
+  check(in.rows, g_rows, "image rows");
+  check(in.text, g_text, "texts");
+  check(in.wi, g_wi, "image projection");
+  check(in.wt, g_wt, "text projection");
+  std::vector<double> sv{in.scale};
+  const double fd_s = test::central_difference(sv, 0, 1e-6, [&] {
+    In t = in;
+    t.scale = sv[0];
+    return ref(t);
+  });
+  EXPECT_NEAR(g_scale, fd_s, 1e-5 * std::max(1.0, std::fabs(fd_s))) << "logit scale";
+}
+
 }  // namespace
 
 TEST(ClipHead, GradientsMatchCentralDifferences) {
@@ -108,27 +135,7 @@ TEST(ClipHead, GradientsMatchCentralDifferences) {
     const double ref = ref_loss(in);
     EXPECT_NEAR(r.loss, ref, 1e-10 * std::max(1.0, std::fabs(ref)));
 
-    // Every entry of every input, the error relative to the tensor's largest |gradient| (at least 1e-3).
-    auto check = [&](std::vector<double>& v, const std::vector<float>& g, const char* what) {
-      double gmax = 1e-3, worst = 0;
-      for (float x : g) gmax = std::max(gmax, std::fabs(double(x)));
-      for (size_t i = 0; i < v.size(); ++i) {
-        const double fd = test::central_difference(v, i, 1e-6, [&] { return ref_loss(in); });
-        worst = std::max(worst, std::fabs(fd - double(g[i])) / gmax);
-      }
-      EXPECT_LT(worst, 1e-5) << what;
-    };
-    check(in.rows, g_rows, "image features");
-    check(in.text, g_text, "text features");
-    check(in.wi, g_wi, "image projection");
-    check(in.wt, g_wt, "text projection");
-    std::vector<double> sv{in.scale};
-    const double fd_s = test::central_difference(sv, 0, 1e-6, [&] {
-      HeadInputs t = in;
-      t.scale = sv[0];
-      return ref_loss(t);
-    });
-    EXPECT_NEAR(g_scale, fd_s, 1e-5 * std::max(1.0, std::fabs(fd_s))) << "logit scale";
+    expect_gradients_match(in, ref_loss, g_rows, g_text, g_wi, g_wt, g_scale);
 
     // Weight gradients accumulate; input gradients are overwritten.
     const std::vector<float> once_wi = g_wi, once_rows = g_rows;
@@ -264,26 +271,7 @@ TEST(RegionHead, GradientsMatchCentralDifferences) {
     const double ref = ref_region_loss(in);
     EXPECT_NEAR(r.loss, ref, 1e-10 * std::max(1.0, std::fabs(ref)));
     EXPECT_EQ(r.correct_t2i, 0);
-    auto check = [&](std::vector<double>& v, const std::vector<float>& g, const char* what) {
-      double gmax = 1e-3, worst = 0;
-      for (float x : g) gmax = std::max(gmax, std::fabs(double(x)));
-      for (size_t i = 0; i < v.size(); ++i) {
-        const double fd = test::central_difference(v, i, 1e-6, [&] { return ref_region_loss(in); });
-        worst = std::max(worst, std::fabs(fd - double(g[i])) / gmax);
-      }
-      EXPECT_LT(worst, 1e-5) << what;
-    };
-    check(in.rows, g_rows, "image rows");
-    check(in.text, g_text, "texts");
-    check(in.wi, g_wi, "image projection");
-    check(in.wt, g_wt, "text projection");
-    std::vector<double> sv{in.scale};
-    const double fd_s = test::central_difference(sv, 0, 1e-6, [&] {
-      RegionInputs t = in;
-      t.scale = sv[0];
-      return ref_region_loss(t);
-    });
-    EXPECT_NEAR(g_scale, fd_s, 1e-5 * std::max(1.0, std::fabs(fd_s))) << "logit scale";
+    expect_gradients_match(in, ref_region_loss, g_rows, g_text, g_wi, g_wt, g_scale);
   }
 }
 
