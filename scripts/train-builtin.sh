@@ -2,7 +2,7 @@
 # Trains the built-in model (models/iris-shapes) from scratch on the generated shapes world, deterministically by
 # seed: data -> tokenizer -> random model -> CLIP-style pretraining of the vision tower (image-caption pairs plus
 # each object's box against its phrase) -> language-model pretraining on text -> LLaVA stage 1 (projector) ->
-# stage 3 (everything, the vision tower included) on the conversations -> evaluation on held-out scenes of another
+# stage 2 (projector + language model) on the conversations -> evaluation on held-out scenes of another
 # seed -> copy into models/iris-shapes (unless --no-install).
 # Usage: scripts/train-builtin.sh [--seed S] [--work DIR] [--threads N] [--no-install]
 set -euo pipefail
@@ -28,7 +28,7 @@ stamp() { echo "== $(( $(date +%s) - start )) s: $*" | tee -a "$work/recipe.log"
 # The recipe's sizes (all stages are deterministic for a given seed and thread count).
 # Scenes use the generator's default sizes (64 to 224 px; the model sees them at 64 px).
 N_TRAIN=${N_TRAIN:-20000} N_VAL=${N_VAL:-1000}
-CLIP_STEPS=${CLIP_STEPS:-2000} LM_STEPS=${LM_STEPS:-400} S1_STEPS=${S1_STEPS:-400} S3_STEPS=${S3_STEPS:-4000}
+CLIP_STEPS=${CLIP_STEPS:-2000} LM_STEPS=${LM_STEPS:-400} S1_STEPS=${S1_STEPS:-400} S2_STEPS=${S2_STEPS:-4000}
 EVAL_LIMIT=${EVAL_LIMIT:-3000}
 
 stamp "data (seed $seed; held-out scenes from seed $((seed + 1000)))"
@@ -71,20 +71,20 @@ stamp "stage 1: projector on captions"
 run stage1 --stage 1 -m "$work/lm/final" --captions "$work/data/captions.jsonl" --images "$work/data" \
   --batch-size 16 --lr 2e-3 --schedule cosine --warmup 20 --max-grad-norm 1 --max-steps "$S1_STEPS" --save-every 100
 
-stamp "stage 3: everything (vision tower, projector, language model) on conversations"
-run stage3 --stage 3 -m "$work/stage1/final" --data "$work/data/llava.json" --images "$work/data" \
-  --batch-size 8 --lr 1e-3 --schedule cosine --warmup 50 --max-grad-norm 1 --max-steps "$S3_STEPS" --save-every 500 \
+stamp "stage 2: projector + language model on conversations"
+run stage2 --stage 2 -m "$work/stage1/final" --data "$work/data/llava.json" --images "$work/data" \
+  --batch-size 8 --lr 1e-3 --schedule cosine --warmup 50 --max-grad-norm 1 --max-steps "$S2_STEPS" --save-every 500 \
   --replicas "$threads"
 
 stamp "evaluation on held-out scenes"
-$iris eval -m "$work/stage3/final" --data "$work/val/llava.json" --pope "$work/val/pope.jsonl" \
+$iris eval -m "$work/stage2/final" --data "$work/val/llava.json" --pope "$work/val/pope.jsonl" \
   --captions "$work/val/captions.jsonl" --limit "$EVAL_LIMIT" --out "$work/eval.json" -t "$threads" -q
-$iris eval -m "$work/stage3/final" --data "$work/val/llava.json" --pope "$work/val/pope.jsonl" --blind \
+$iris eval -m "$work/stage2/final" --data "$work/val/llava.json" --pope "$work/val/pope.jsonl" --blind \
   --limit "$EVAL_LIMIT" --out "$work/eval_blind.json" -t "$threads" -q
 stamp "done"
 if [[ $install == 1 ]]; then
   rm -rf models/iris-shapes.tmp && mkdir -p models/iris-shapes.tmp
-  cp "$work/stage3/final/"* models/iris-shapes.tmp/
+  cp "$work/stage2/final/"* models/iris-shapes.tmp/
   cp "$work/eval.json" "$work/eval_blind.json" models/iris-shapes.tmp/
   rm -rf models/iris-shapes && mv models/iris-shapes.tmp models/iris-shapes
   # The shipped model's answers to the example questions: tests/cli/test_cli_builtin.cpp checks iris still gives them.
