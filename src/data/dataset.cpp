@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -283,6 +284,11 @@ std::vector<Sample> load_llava_json(const std::string& path, LoadReport* report,
     });
   });
   return out;
+}
+
+std::string resolve_image_path(const std::string& image_dir, const std::string& path) {
+  namespace fs = std::filesystem;
+  return fs::path(path).is_absolute() || image_dir.empty() ? path : (fs::path(image_dir) / path).string();
 }
 
 const std::vector<std::string>& caption_prompts() {

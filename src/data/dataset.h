@@ -83,4 +83,8 @@ std::vector<Sample> load_caption_jsonl(const std::string& path, uint64_t seed, L
                                        bool strict = false);
 const std::vector<std::string>& caption_prompts();
 
+// An image path as a dataset file gives it, resolved: absolute paths and an empty image_dir leave it as it is,
+// otherwise it is taken relative to image_dir.
+std::string resolve_image_path(const std::string& image_dir, const std::string& path);
+
 }  // namespace iris::data

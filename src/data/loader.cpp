@@ -123,8 +123,7 @@ Example DataLoader::build(int64_t index, int64_t epoch, bool* truncated, int* ad
   dopt.max_pixels = cfg_.max_pixels;
   for (int j = 0; j < e.n_images; ++j) {
     const std::string& rel = s.image_paths.at(size_t(j));
-    const std::string path =
-        fs::path(rel).is_absolute() || cfg_.image_dir.empty() ? rel : (fs::path(cfg_.image_dir) / rel).string();
+    const std::string path = resolve_image_path(cfg_.image_dir, rel);
     std::error_code ec;
     if (!fs::is_regular_file(path, ec))
       throw DataError(skip_reason::kMissingImage, str_cat("image ", path, ": not found"));

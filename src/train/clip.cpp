@@ -310,7 +310,7 @@ void load_regions(const ClipConfig& cfg, const std::string& image_dir, const std
                    j["regions"].is_array(),
                where, "expected {\"image\": path, \"regions\": [...]}");
     const std::string rel = j["image"].get<std::string>();
-    const std::string path = fs::path(rel).is_absolute() || image_dir.empty() ? rel : (fs::path(image_dir) / rel).string();
+    const std::string path = data::resolve_image_path(image_dir, rel);
     auto it = index.find(path);
     for (const auto& r : j["regions"]) {
       IRIS_CHECK(r.is_object() && r.contains("bbox") && r["bbox"].is_array() && r["bbox"].size() == 4 &&
@@ -362,7 +362,7 @@ ClipData load_clip_data(const ClipConfig& cfg, const text::Tokenizer& tok, int32
   std::map<std::string, bool> exists;
   for (const data::Sample& s : samples) {
     const std::string& rel = s.image_paths.at(0);
-    const std::string path = fs::path(rel).is_absolute() || image_dir.empty() ? rel : (fs::path(image_dir) / rel).string();
+    const std::string path = data::resolve_image_path(image_dir, rel);
     auto ex = exists.find(path);
     if (ex == exists.end()) ex = exists.emplace(path, fs::is_regular_file(path, ec)).first;
     if (!ex->second) {
