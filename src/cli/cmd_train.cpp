@@ -45,6 +45,8 @@ int run_clip(const CLI::App& app, const train::TrainerConfig& tc, train::ClipCon
   }
   IRIS_CHECK(tc.data.empty(), "train --objective clip: give --captions (image-caption JSONL), not --data");
   auto given = [&](const char* flag) { return app.count(flag) > 0; };
+  for (const char* flag : {"--lr-vision", "--lr-projector", "--lr-llm"})
+    IRIS_CHECK(!given(flag), "train --objective clip: ", flag, " is for the LLaVA stages (the contrastive run has one --lr)");
   cc.model = tc.model, cc.captions = tc.captions, cc.images = tc.images, cc.out = tc.out;
   if (given("--optimizer")) cc.optimizer = tc.optimizer;
   if (given("--lr")) cc.lr = tc.lr;
@@ -125,6 +127,9 @@ Runner add_train(CLI::App& app) {
   app.add_option("--freeze", o->tc.freeze, "components to freeze, overriding the stage")->delimiter(',');
   app.add_option("--optimizer", o->tc.optimizer, "sgd or adamw")->check(CLI::IsMember({"sgd", "adamw"}));
   app.add_option("--lr", o->tc.lr, "learning rate");
+  app.add_option("--lr-vision", o->tc.lr_vision, "learning rate of the vision tower's weights (default: --lr)");
+  app.add_option("--lr-projector", o->tc.lr_projector, "learning rate of the projector's weights (default: --lr)");
+  app.add_option("--lr-llm", o->tc.lr_llm, "learning rate of the language model's weights (default: --lr)");
   app.add_option("--momentum", o->tc.momentum, "SGD momentum");
   app.add_option("--weight-decay", o->tc.weight_decay, "weight decay (AdamW: decoupled; SGD: L2 on the gradient)");
   app.add_option("--betas", o->betas, "AdamW betas, e.g. --betas 0.9 0.999")->expected(2);
@@ -203,12 +208,11 @@ Runner add_train(CLI::App& app) {
       // Mean over supervised tokens, as Hugging Face's loss: scale the summed-loss gradient by 1/count.
       auto [sum, count] = tv.forward_backward(ex, 1.0f / float(n_sup));
       losses.push_back(float(sum / double(count)));
-      std::vector<train::ParamRef> refs;
-      for (train::Param* p : tv.params())
-        refs.push_back({p->name, p->value.data<float>(), p->grad.data<float>(), p->value.numel(), p->decay});
-      double gnorm = o->tc.max_grad_norm > 0 ? train::clip_grad_norm(refs, o->tc.max_grad_norm) : 0.0;
+      train::ParamGroups groups = train::param_groups(tv, o->tc);
+      double gnorm = o->tc.max_grad_norm > 0 ? train::clip_grad_norm(groups.refs, o->tc.max_grad_norm) : 0.0;
       double lr = train::schedule_lr(sc, o->tc.lr, step);
-      opt->step(refs, lr);
+      groups.schedule(sc, step);
+      opt->step(groups.refs, lr);
       tv.weights_updated();
       std::fprintf(stderr, "step %d: loss %.6f (%lld tokens), lr %.3g%s\n", step + 1, losses.back(),
                    (long long)count, lr, o->tc.max_grad_norm > 0 ? (", grad norm " + std::to_string(gnorm)).c_str() : "");

@@ -70,8 +70,12 @@ void check_params(const std::vector<ParamRef>& params, const char* what) {
     IRIS_CHECK(p.numel >= 0, what, ": parameter '", p.name, "' has a negative size ", p.numel);
     IRIS_CHECK(p.value || p.numel == 0, what, ": parameter '", p.name, "' has no values");
     IRIS_CHECK(seen.insert(p.name).second, what, ": parameter name '", p.name, "' appears twice");
+    IRIS_CHECK(std::isfinite(p.lr), what, ": parameter '", p.name, "' has a non-finite learning rate");
   }
 }
+
+// The learning rate a parameter steps with: its own (a parameter group's) when set, else the step's.
+double param_lr(const ParamRef& p, double step_lr) { return p.lr >= 0 ? p.lr : step_lr; }
 
 // ---- AdamW element kernel ----
 
@@ -296,11 +300,12 @@ class AdamW final : public StatefulOptimizer {
       const ParamRef& p = params[flat.idx[k]];
       int64_t t = ++st[k]->step;
       // Python's arithmetic in double, each scalar then rounded to float by the tensor op that uses it.
+      const double plr = param_lr(p, lr);
       double wd = decays(p) ? cfg_.weight_decay : 0.0;
       double bias_correction1 = 1 - std::pow(cfg_.beta1, double(t));
       double bias_correction2 = 1 - std::pow(cfg_.beta2, double(t));
-      double step_size = lr / bias_correction1;
-      scalars[k] = AdamScalars{float(1 - lr * wd), float(cfg_.beta1),     float(1 - cfg_.beta1),
+      double step_size = plr / bias_correction1;
+      scalars[k] = AdamScalars{float(1 - plr * wd), float(cfg_.beta1),     float(1 - cfg_.beta1),
                                float(cfg_.beta2),  float(1 - cfg_.beta2), float(std::sqrt(bias_correction2)),
                                float(cfg_.eps),    float(-step_size)};
     }
@@ -342,11 +347,12 @@ class Sgd final : public StatefulOptimizer {
       st[k] = &s;
     }
     for (size_t k = 0; k < flat.idx.size(); ++k) ++st[k]->step;
-    const float neg_lr = float(-lr), mom = float(cfg_.momentum);
+    const float mom = float(cfg_.momentum);
     cpu::parallel_for(flat.total(), kGrain, [&](int64_t b, int64_t e) {
       flat.for_pieces(b, e, [&](size_t k, int64_t lo, int64_t hi) {
         const ParamRef& p = params[flat.idx[k]];
         float wd = decays(p) ? float(cfg_.weight_decay) : 0.0f;
+        const float neg_lr = float(-param_lr(p, lr));
         if (momentum)
           sgd_momentum_kernel(p.value + lo, p.grad + lo, st[k]->a.data<float>() + lo, hi - lo, wd, mom,
                               neg_lr, first[k] != 0);

@@ -25,6 +25,9 @@ struct ParamRef {
   float* grad = nullptr;
   int64_t numel = 0;
   bool decay = true;  // weight decay applies (unless OptimizerConfig::decay_all puts it on everything)
+  // >= 0: this tensor's own learning rate for the step, in place of step()'s (a parameter group with its own
+  // base rate, as PyTorch's param_groups: the caller schedules each group's rate itself).
+  double lr = -1;
 };
 
 // The default of the `decay` flag: no weight decay on biases, norm weights and other 0/1-dim tensors (the
@@ -61,7 +64,8 @@ class Optimizer {
   static std::unique_ptr<Optimizer> create(const OptimizerConfig& cfg);
   virtual ~Optimizer() = default;
 
-  // One update of every parameter with a gradient, with this step's learning rate (from the schedule).
+  // One update of every parameter with a gradient, with this step's learning rate (from the schedule), or the
+  // parameter's own ParamRef::lr where that is set.
   // Parameter names must be unique; a parameter's state is kept by name and must keep its size.
   virtual void step(const std::vector<ParamRef>& params, double lr) = 0;
 

@@ -80,20 +80,26 @@ TrainableVlm::TrainableVlm(models::Vlm& model, const TrainSpec& spec) : model_(m
                "this model has no vision tower or projector for LoRA");
   }
   std::vector<nn::ParamSlot> slots;
-  auto take = [&](std::vector<nn::ParamSlot> v) {
-    for (auto& s : v) slots.push_back(std::move(s));
+  std::vector<std::string> components;
+  auto take = [&](std::vector<nn::ParamSlot> v, const char* component) {
+    for (auto& s : v) {
+      slots.push_back(std::move(s));
+      components.push_back(component);
+    }
   };
-  if (spec_.train_vision) take(model_.vision_mut().param_slots(model_.config().llava.feature_layer_index()));
-  if (spec_.train_projector) take(model_.projector_mut().param_slots());
-  if (spec_.train_llm) take(model_.text_mut().param_slots());
-  for (auto& s : slots) add_param(s);
+  if (spec_.train_vision)
+    take(model_.vision_mut().param_slots(model_.config().llava.feature_layer_index()), "vision");
+  if (spec_.train_projector) take(model_.projector_mut().param_slots(), "projector");
+  if (spec_.train_llm) take(model_.text_mut().param_slots(), "llm");
+  for (size_t i = 0; i < slots.size(); ++i) add_param(slots[i], components[i]);
   attach_lora();
   IRIS_CHECK(!params_.empty(), "the training spec trains nothing");
 }
 
-void TrainableVlm::add_param(nn::ParamSlot& slot) {
+void TrainableVlm::add_param(nn::ParamSlot& slot, const std::string& component) {
   auto p = std::make_unique<Param>();
   p->name = slot.name;
+  p->component = component;
   // An owned f32 copy, never the stored tensor itself (which may be a mapping or 16-bit).
   p->value = slot.value.dtype() == DType::F32 ? slot.value.clone() : slot.value.to(DType::F32);
   p->grad = Tensor::zeros(slot.value.shape());
@@ -124,6 +130,7 @@ void TrainableVlm::attach_lora() {
     for (int which = 0; which < 2; ++which) {
       auto p = std::make_unique<Param>();
       p->name = "base_model.model." + s.module + (which == 0 ? ".lora_A.weight" : ".lora_B.weight");
+      p->component = s.component;
       p->value = which == 0 ? l.lora->A : l.lora->B;
       p->grad = Tensor::zeros(p->value.shape());
       (which == 0 ? l.lora->grad_A : l.lora->grad_B) = p->grad.data<float>();

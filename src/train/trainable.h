@@ -66,6 +66,7 @@ struct Param {
   Tensor value;      // f32, owned, updated in place by the optimizer
   Tensor grad;       // f32, same shape, accumulated by forward_backward
   bool decay = true; // false for norms and biases by default
+  std::string component;  // "vision", "projector" or "llm" (a LoRA tensor: the component it adapts)
 };
 
 class TrainableVlm {
@@ -102,7 +103,7 @@ class TrainableVlm {
     std::string component;
     nn::LoraAdapter* lora;
   };
-  void add_param(nn::ParamSlot& slot);
+  void add_param(nn::ParamSlot& slot, const std::string& component);
   void attach_lora();
   // Image embeddings for the example's images (training path when something at or below the projector trains).
   std::vector<Tensor> encode_images(const Example& ex, bool keep);

@@ -33,7 +33,7 @@ namespace fs = std::filesystem;
 #define IRIS_TRAIN_FIELDS(X)                                                                                    \
   X(objective) X(text) X(model) X(data) X(captions) X(images) X(out) X(stage) X(lora_rank) X(lora_alpha)        \
   X(lora_dropout) X(optimizer) X(train) X(freeze) X(lora_targets) X(lora_components)                           \
-  X(lr) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm) X(decay_all) X(schedule)          \
+  X(lr) X(lr_vision) X(lr_projector) X(lr_llm) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm) X(decay_all) X(schedule)          \
   X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every) X(keep_last) X(max_tokens) X(seed)  \
   X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype) X(workers) X(replicas)
 
@@ -46,6 +46,39 @@ vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string&
   p.shortest_edge = int(m.image_size());
   p.crop_height = p.crop_width = int(m.image_size());
   return p;
+}
+
+ParamGroups param_groups(TrainableVlm& tv, const TrainerConfig& cfg) {
+  struct Group {
+    const char* component;
+    const char* flag;
+    double lr;
+  };
+  const Group groups[] = {{"vision", "--lr-vision", cfg.lr_vision},
+                          {"projector", "--lr-projector", cfg.lr_projector},
+                          {"llm", "--lr-llm", cfg.lr_llm}};
+  ParamGroups g;
+  for (Param* p : tv.params()) {
+    g.refs.push_back({p->name, p->value.data<float>(), p->grad.data<float>(), p->value.numel(), p->decay});
+    double lr = cfg.lr;
+    for (const Group& c : groups)
+      if (p->component == c.component && c.lr > 0) lr = c.lr;
+    g.base_lr.push_back(lr);
+  }
+  for (const Group& c : groups) {
+    IRIS_CHECK(std::isfinite(c.lr) && c.lr >= 0, "train: ", c.flag, " must be a finite rate >= 0 (0: --lr), got ",
+               c.lr);
+    if (c.lr == 0) continue;
+    bool trains = false;
+    for (Param* p : tv.params()) trains = trains || p->component == c.component;
+    IRIS_CHECK(trains, "train: ", c.flag, " is given but the ", c.component,
+               " does not train in this run (choose it with --stage or --train)");
+  }
+  return g;
+}
+
+void ParamGroups::schedule(const ScheduleConfig& sc, int64_t step) {
+  for (size_t i = 0; i < refs.size(); ++i) refs[i].lr = schedule_lr(sc, base_lr[i], step);
 }
 
 TrainSpec make_spec(const TrainerConfig& cfg) {
@@ -175,9 +208,8 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
   sc.warmup_steps = cfg.warmup;
   sc.total_steps = total;
 
-  std::vector<ParamRef> refs;
-  for (Param* p : tv.params())
-    refs.push_back({p->name, p->value.data<float>(), p->grad.data<float>(), p->value.numel(), p->decay});
+  ParamGroups groups = param_groups(tv, cfg);
+  std::vector<ParamRef>& refs = groups.refs;
   int64_t step = 0, tokens = 0;
   if (ckpt) {  // restore weights, optimizer, data position
     for (const auto& [name, t] : ckpt->weights) {
@@ -289,6 +321,7 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
     }
     double gnorm = cfg.max_grad_norm > 0 ? clip_grad_norm(refs, cfg.max_grad_norm) : grad_norm(refs);
     double lr = schedule_lr(sc, cfg.lr, step);
+    groups.schedule(sc, step);
     opt->step(refs, lr);
     tv.weights_updated();
     sync_replicas();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "train/optim.h"
 #include "vision/preprocess.h"
 
 namespace iris::models {
@@ -27,6 +28,9 @@ struct TrainerConfig {
   std::vector<std::string> lora_targets, lora_components;  // empty: the stage's defaults
   std::string optimizer = "adamw";
   double lr = 2e-4, momentum = 0, weight_decay = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, max_grad_norm = 1.0;
+  // Base learning rates of the components' parameter groups (LLaVA's mm_vision_tower_lr, mm_projector_lr);
+  // 0: lr. The schedule scales every group alike.
+  double lr_vision = 0, lr_projector = 0, lr_llm = 0;
   bool decay_all = false;
   std::string schedule = "cosine";
   int64_t warmup = 0;
@@ -49,6 +53,8 @@ struct TrainerConfig {
 };
 
 struct TrainSpec;
+class TrainableVlm;
+struct ScheduleConfig;
 // The TrainSpec of a configuration: the stage's, then --train/--freeze per component and the LoRA settings
 // (objective lm: the language model alone, fully or through LoRA).
 TrainSpec make_spec(const TrainerConfig& cfg);
@@ -56,6 +62,17 @@ TrainSpec make_spec(const TrainerConfig& cfg);
 // The image preprocessing of a model folder: its preprocessor_config.json, else a CLIP resize and centre crop to the
 // vision tower's image size.
 vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string& dir);
+
+// The optimizer's view of the trained tensors, in TrainableVlm::params() order, with each tensor's base learning
+// rate (its component's --lr-vision/--lr-projector/--lr-llm, else --lr). Throws when a component's rate is
+// negative or is given for a component that does not train.
+struct ParamGroups {
+  std::vector<ParamRef> refs;
+  std::vector<double> base_lr;
+  // Sets every ref's lr to its base rate scheduled for `step` (as LambdaLR does for each param group).
+  void schedule(const ScheduleConfig& sc, int64_t step);
+};
+ParamGroups param_groups(TrainableVlm& tv, const TrainerConfig& cfg);
 
 // Runs (or, when out/ holds a checkpoint and resume is set, continues) a training run. Returns the final loss.
 double run_training(const TrainerConfig& cfg, bool resume);

@@ -7,9 +7,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -192,6 +194,33 @@ TEST(CliTrain, TrainFreezeOverrideTheStage) {
   EXPECT_GT(llm_changed, 0);
   EXPECT_GT(vision_changed, 0);
   EXPECT_EQ(run(train_args(f, f.dir + "/run-badcomp", "--train eyes --max-steps 1"), &log), 1) << log;
+}
+
+// --lr-vision/--lr-projector/--lr-llm: each component's parameter group steps at its own rate. AdamW's first step
+// moves every element by lr * g / (|g| + eps), so the largest move in a group is its rate (no decay, no clipping).
+TEST(CliTrain, LearningRatePerComponent) {
+  const Fixture& f = fixture();
+  const std::string out = f.dir + "/run-group-lr";
+  std::string log;
+  ASSERT_EQ(run(train_args(f, out, "--stage 3 --lr 1e-3 --lr-vision 2e-5 --lr-projector 3e-4 --max-grad-norm 0 "
+                                   "--max-steps 1 --batch-size 2"),
+                &log), 0) << log;
+  io::Checkpoint base = io::Checkpoint::open(f.model), trained = io::Checkpoint::open(out + "/final");
+  std::map<std::string, double> largest;  // component prefix -> largest |change|
+  for (const std::string& name : base.names()) {
+    Tensor a = base.get(name).to(DType::F32).contiguous(), b = trained.get(name).to(DType::F32).contiguous();
+    std::string prefix = name.substr(0, name.find('.'));
+    for (int64_t i = 0; i < a.numel(); ++i)
+      largest[prefix] = std::max(largest[prefix], double(std::fabs(b.data<float>()[i] - a.data<float>()[i])));
+  }
+  EXPECT_NEAR(largest["vision_tower"], 2e-5, 2e-7);
+  EXPECT_NEAR(largest["multi_modal_projector"], 3e-4, 3e-6);
+  EXPECT_NEAR(largest["language_model"], 1e-3, 1e-5);
+  // A rate for a component that does not train, or a negative one, is an error.
+  EXPECT_EQ(run(train_args(f, f.dir + "/run-group-lr-bad", "--stage 2 --lr-vision 1e-5 --max-steps 1"), &log), 1)
+      << log;
+  EXPECT_NE(log.find("--lr-vision"), std::string::npos) << log;
+  EXPECT_EQ(run(train_args(f, f.dir + "/run-group-lr-neg", "--stage 3 --lr-llm -1 --max-steps 1"), &log), 1) << log;
 }
 
 // --objective lm: next-token training on plain text changes the language model only, lowers the loss, resumes

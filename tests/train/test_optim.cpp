@@ -398,6 +398,35 @@ TEST(Optim, DecayFlagsAndDecayAll) {
   EXPECT_TRUE(default_weight_decay("model.embed_tokens.weight", {100, 32}));
 }
 
+// A tensor with its own rate (ParamRef::lr, a parameter group) steps exactly as it would alone with step()'s
+// rate set to that value, for every kind, with weight decay; the others keep step()'s rate. Bad rates throw.
+TEST(Optim, ParamLearningRateOverridesTheStepRate) {
+  for (const char* kind : {"adamw", "sgd"}) {
+    SCOPED_TRACE(kind);
+    OptimizerConfig oc;
+    oc.kind = kind;
+    oc.momentum = oc.kind == "sgd" ? 0.9 : 0.0;
+    oc.weight_decay = 0.1;
+    std::vector<float> a{1, -2, 3}, b{0.5f, 0.25f, -1}, ga{0.3f, -0.1f, 0.7f}, gb{-0.2f, 0.4f, 0.05f};
+    std::vector<float> a_alone = a, b_alone = b;
+    auto both = Optimizer::create(oc), only_a = Optimizer::create(oc), only_b = Optimizer::create(oc);
+    for (int step = 0; step < 3; ++step) {
+      const double lr = 0.01 * (step + 1), lr_b = 0.37 * lr;
+      ParamRef ra{"a", a.data(), ga.data(), 3, true}, rb{"b", b.data(), gb.data(), 3, true};
+      rb.lr = lr_b;
+      both->step({ra, rb}, lr);
+      only_a->step({{"a", a_alone.data(), ga.data(), 3, true}}, lr);
+      only_b->step({{"b", b_alone.data(), gb.data(), 3, true}}, lr_b);
+    }
+    EXPECT_EQ(a, a_alone);
+    EXPECT_EQ(b, b_alone);
+    EXPECT_NE(b, std::vector<float>({0.5f, 0.25f, -1}));
+    ParamRef bad{"a", a.data(), ga.data(), 3, true};
+    bad.lr = NAN;
+    EXPECT_THROW(both->step({bad}, 0.1), Error);
+  }
+}
+
 TEST(Optim, ParamsWithoutGradAreSkipped) {
   std::vector<float> w{1, 2}, g{0.5f, -0.5f}, w_skip{3, 4};
   auto opt = Optimizer::create({});
