@@ -30,12 +30,13 @@ namespace iris::train {
 
 namespace fs = std::filesystem;
 
-#define IRIS_TRAIN_FIELDS(X)                                                                                    \
-  X(objective) X(text) X(model) X(data) X(captions) X(images) X(out) X(stage) X(lora_rank) X(lora_alpha)        \
-  X(lora_dropout) X(optimizer) X(train) X(freeze) X(lora_targets) X(lora_components)                           \
-  X(lr) X(lr_vision) X(lr_projector) X(lr_llm) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm) X(decay_all) X(schedule)          \
-  X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every) X(keep_last) X(max_tokens) X(seed)  \
-  X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype) X(workers) X(replicas)
+#define IRIS_TRAIN_FIELDS(X)                                                                                        \
+  X(objective) X(text) X(model) X(data) X(captions) X(images) X(out) X(stage) X(lora_rank) X(lora_alpha)            \
+  X(lora_dropout) X(optimizer) X(train) X(freeze) X(lora_targets) X(lora_components) X(lr) X(lr_vision)             \
+  X(lr_projector) X(lr_llm) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm)                   \
+  X(decay_all) X(schedule) X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every)               \
+  X(keep_last) X(max_tokens) X(seed) X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype)              \
+  X(workers) X(replicas)
 
 IRIS_CONFIG_JSON(TrainerConfig, IRIS_TRAIN_FIELDS)
 
