@@ -113,8 +113,8 @@ struct ShapesSummary {
 };
 
 // Writes DIR/images/*.png, llava.json, captions.jsonl, pope.jsonl, scenes.jsonl, regions.jsonl (each object's box
-// and a phrase saying what and where it is, "large red circle at the top left") and meta.json. progress (may be
-// empty) is called with (images done, total) now and then.
+// and phrase, "large red circle") and meta.json. progress (may be empty) is called with (images done, total) now
+// and then.
 ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& opt,
                                    const std::function<void(int64_t, int64_t)>& progress = nullptr);
 

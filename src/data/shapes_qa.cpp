@@ -132,26 +132,9 @@ std::vector<QaPair> count_questions(const SceneFacts& f, Rng& rng) {
   return out;
 }
 
-// An object's side of the image on each axis where it is clearly off the centre line (the position questions'
-// margin): -1 left/top, +1 right/bottom, 0 too close to call.
-constexpr double kSideMargin = 0.15;
-int side(double centre, double n) {
-  return std::abs(centre - n / 2) < kSideMargin * n ? 0 : centre < n / 2 ? -1 : 1;
-}
-
-// "at the top left", "at the bottom", "on the right", "in the middle": where the object is, in the position
-// questions' words. Region phrases carry it so that the vision tower keeps where each patch is.
-std::string where_phrase(const SceneObject& o, int size) {
-  const int h = side(o.center_x(), size), v = side(o.center_y(), size);
-  const char* hs = h < 0 ? "left" : "right";
-  const char* vs = v < 0 ? "top" : "bottom";
-  if (v != 0) return h != 0 ? str_cat("at the ", vs, " ", hs) : str_cat("at the ", vs);
-  return h != 0 ? str_cat("on the ", hs) : "in the middle";
-}
-
 std::vector<QaPair> position_questions(const SceneFacts& f, Rng& rng) {
   std::vector<QaPair> out;
-  const double N = f.s.size, margin = kSideMargin * N;
+  const double N = f.s.size, margin = 0.15 * N;
   for (size_t i = 0; i < f.s.objects.size(); ++i) {
     const SceneObject& o = f.s.objects[i];
     const std::string name = f.name(i, rng);
@@ -478,8 +461,7 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
     json regs = json::array();  // one phrase per object, for region-level contrastive pretraining
     for (const SceneObject& o : s.objects)
       regs.push_back({{"bbox", {o.x0, o.y0, o.x1, o.y1}},
-                      {"text", str_cat(size_name(o.size), " ", colour_name(o.colour), " ", shape_name(o.shape), " ",
-                                       where_phrase(o, s.size))}});
+                      {"text", str_cat(size_name(o.size), " ", colour_name(o.colour), " ", shape_name(o.shape))}});
     regions << json{{"image", s.image}, {"regions", regs}}.dump() << "\n";
 
     Rng rng(shapes_key(opt, i, 6));
