@@ -202,13 +202,13 @@ Runner add_train(CLI::App& app) {
     sc.warmup_steps = o->tc.warmup;
     sc.total_steps = o->steps;
 
+    train::ParamGroups groups = train::param_groups(tv, o->tc);
     std::vector<float> losses;
     for (int step = 0; step < o->steps; ++step) {
       tv.zero_grad();
       // Mean over supervised tokens, as Hugging Face's loss: scale the summed-loss gradient by 1/count.
       auto [sum, count] = tv.forward_backward(ex, 1.0f / float(n_sup));
       losses.push_back(float(sum / double(count)));
-      train::ParamGroups groups = train::param_groups(tv, o->tc);
       double gnorm = o->tc.max_grad_norm > 0 ? train::clip_grad_norm(groups.refs, o->tc.max_grad_norm) : 0.0;
       double lr = train::schedule_lr(sc, o->tc.lr, step);
       groups.schedule(sc, step);
