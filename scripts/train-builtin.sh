@@ -71,9 +71,11 @@ stamp "stage 1: projector on captions"
 run stage1 --stage 1 -m "$work/lm/final" --captions "$work/data/captions.jsonl" --images "$work/data" \
   --batch-size 16 --lr 2e-3 --schedule cosine --warmup 20 --max-grad-norm 1 --max-steps "$S1_STEPS" --save-every 100
 
+# Stage 2 at 3e-4, not 1e-3: at 1e-3 the model stays on the answer priors (a colour-only test set stays at "always
+# yes" for 4000 steps); at 3e-4 the loss is lower at every point and held-out VQA is 52.4% instead of 47.6%.
 stamp "stage 2: projector + language model on conversations"
 run stage2 --stage 2 -m "$work/stage1/final" --data "$work/data/llava.json" --images "$work/data" \
-  --batch-size 8 --lr 1e-3 --schedule cosine --warmup 50 --max-grad-norm 1 --max-steps "$S2_STEPS" --save-every 500 \
+  --batch-size 8 --lr 3e-4 --schedule cosine --warmup 50 --max-grad-norm 1 --max-steps "$S2_STEPS" --save-every 500 \
   --replicas "$threads"
 
 stamp "evaluation on held-out scenes"
