@@ -175,23 +175,29 @@ std::vector<QaPair> relation_questions(const SceneFacts& f, Rng& rng) {
   return out;
 }
 
-// Existence: one pool of "yes" questions and one of "no" questions.
-std::pair<std::vector<QaPair>, std::vector<QaPair>> existence_questions(const SceneFacts& f) {
+// Existence questions come in three forms: "Is there a red circle", "Is there anything red", "Are there any
+// circles", each with its own pools of "yes" and "no" questions. A scene is asked one "yes" and one "no" of the
+// same form, so every form is half "yes". (Drawing from pools of all forms at once made "Is there anything red"
+// 77% "yes", since that form is a large part of a scene's "yes" pool and a small part of its "no" pool: a prior
+// a model can sit on without looking at the image.)
+struct ExistencePools {
   std::vector<QaPair> yes, no;
+};
+std::vector<ExistencePools> existence_questions(const SceneFacts& f) {
+  std::vector<ExistencePools> forms(3);
+  auto add = [&](ExistencePools& form, bool present, std::string question) {
+    (present ? form.yes : form.no).push_back({std::move(question), present ? "yes" : "no", "existence"});
+  };
   for (int c = 0; c < kNumColours; ++c) {
     for (int s = 0; s < kNumShapes; ++s) {
       const std::string name = std::string(colour_name(c)) + " " + shape_name(s);
-      (f.count(c, s) ? yes : no).push_back({"Is there " + article(name) + " in the image?", "", "existence"});
+      add(forms[0], f.count(c, s) > 0, "Is there " + article(name) + " in the image?");
     }
-    (f.count(c, -1) ? yes : no)
-        .push_back({std::string("Is there anything ") + colour_name(c) + " in the image?", "", "existence"});
+    add(forms[1], f.count(c, -1) > 0, std::string("Is there anything ") + colour_name(c) + " in the image?");
   }
   for (int s = 0; s < kNumShapes; ++s)
-    (f.count(-1, s) ? yes : no)
-        .push_back({std::string("Are there any ") + shape_plural(s) + " in the image?", "", "existence"});
-  for (QaPair& q : yes) q.answer = "yes";
-  for (QaPair& q : no) q.answer = "no";
-  return {yes, no};
+    add(forms[2], f.count(-1, s) > 0, std::string("Are there any ") + shape_plural(s) + " in the image?");
+  return forms;
 }
 
 std::vector<QaPair> text_questions(const SceneFacts& f, Rng& rng) {
@@ -267,10 +273,14 @@ std::vector<QaPair> make_questions(const Scene& scene, const ShapesOptions& opt)
       pool = relation_questions(f, rng);
     else if (type == "text")
       pool = opt.text ? text_questions(f, rng) : std::vector<QaPair>{};
-    else {  // existence: one yes and one no
-      auto [yes, no] = existence_questions(f);
-      take(yes, 1, rng, out);
-      take(no, 1, rng, out);
+    else {  // existence: one yes and one no, in one form drawn among those that have both
+      std::vector<ExistencePools> forms;
+      for (ExistencePools& form : existence_questions(f))
+        if (!form.yes.empty() && !form.no.empty()) forms.push_back(std::move(form));
+      if (forms.empty()) continue;
+      ExistencePools& form = forms[rng.below(forms.size())];
+      take(form.yes, 1, rng, out);
+      take(form.no, 1, rng, out);
       continue;
     }
     if (type == "count")

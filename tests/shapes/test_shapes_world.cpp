@@ -301,6 +301,25 @@ TEST(ShapesWorld, EveryAnswerFollowsFromTheScene) {
   EXPECT_GT(yes, 0);
   EXPECT_GT(no, 0);
   EXPECT_LT(std::abs(yes - no), (yes + no) / 2);
+  // Nor is any form of existence question: a form that is mostly "yes" can be answered without the image.
+  std::map<std::string, std::pair<int, int>> by_form;  // question up to its first colour or shape word -> yes, no
+  for (const json& rec : llava) {
+    const json& conv = rec["conversations"];
+    for (size_t t = 0; t + 1 < conv.size(); t += 2) {
+      if (conv[t + 1]["type"] != "existence") continue;
+      std::string q = conv[t]["value"];
+      if (q.rfind("<image>\n", 0) == 0) q = q.substr(8);
+      const std::string form = q.rfind("Is there anything", 0) == 0 ? "anything"
+                               : q.rfind("Are there any", 0) == 0   ? "any"
+                                                                    : "a";
+      (conv[t + 1]["value"] == "yes" ? by_form[form].first : by_form[form].second)++;
+    }
+  }
+  ASSERT_EQ(by_form.size(), 3u);
+  for (const auto& [form, c] : by_form) {
+    EXPECT_GT(c.first, 0) << form;
+    EXPECT_EQ(c.first, c.second) << form << ": one yes and one no of a form per scene";
+  }
 }
 
 TEST(ShapesWorld, ImagesShowTheirScenes) {
