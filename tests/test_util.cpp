@@ -42,6 +42,13 @@ std::string temp_dir() {
   return dir;
 }
 
+std::string fresh_dir(const std::string& name) {
+  const std::string d = temp_dir() + "/" + name;
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d;
+}
+
 std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw std::runtime_error("cannot read " + path);

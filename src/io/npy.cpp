@@ -17,7 +17,7 @@ static_assert(std::endian::native == std::endian::little, ".npy data is read as 
 namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";  // 6 bytes, then major, minor version bytes
-constexpr size_t kMaxDims = 64;         // NumPy's own limit (NPY_MAXDIMS is 32 or 64)
+constexpr size_t kNpyMaxDims = 64;         // NumPy's own limit (NPY_MAXDIMS is 32 or 64)
 
 struct Descr {
   const char* code;  // without the byte-order character
@@ -95,7 +95,7 @@ class LiteralParser {
         if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, s_[i_++] - '0', &v))
           fail("shape dimension too large");
       if (i_ < s_.size() && s_[i_] == 'L') ++i_;
-      if (shape.size() >= kMaxDims) fail("shape has more than ", kMaxDims, " dimensions");
+      if (shape.size() >= kNpyMaxDims) fail("shape has more than ", kNpyMaxDims, " dimensions");
       shape.push_back(v);
       if (!peek(',')) break;
       ++i_;

@@ -13,12 +13,12 @@ namespace {
 
 using namespace simd;
 
-constexpr int64_t kGrain = 16384;  // elements per thread at least: below that a parallel region costs more
+constexpr int64_t kActivationGrain = 16384;  // elements per thread at least: below that a parallel region costs more
 
 // y[i] = f(x[i]) over n elements.
 template <typename F>
 void map1(const float* x, float* y, int64_t n, F f) {
-  cpu::parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+  cpu::parallel_for(n, kActivationGrain, [&](int64_t b, int64_t e) {
     for_chunks(e - b, [&](int64_t i, int c) { store_n(y + b + i, f(load_n(x + b + i, c)), c); });
   });
 }
@@ -26,7 +26,7 @@ void map1(const float* x, float* y, int64_t n, F f) {
 // out[i] = f(a[i], b[i]).
 template <typename F>
 void map2(const float* a, const float* bb, float* out, int64_t n, F f) {
-  cpu::parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+  cpu::parallel_for(n, kActivationGrain, [&](int64_t b, int64_t e) {
     for_chunks(e - b, [&](int64_t i, int c) {
       store_n(out + b + i, f(load_n(a + b + i, c), load_n(bb + b + i, c)), c);
     });
@@ -153,7 +153,7 @@ void swiglu_forward(const float* gate, const float* up, float* y, int64_t n) {
 }
 
 void swiglu_backward(const float* gate, const float* up, const float* dy, float* dgate, float* dup, int64_t n) {
-  cpu::parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+  cpu::parallel_for(n, kActivationGrain, [&](int64_t b, int64_t e) {
     for_chunks(e - b, [&](int64_t i0, int c) {
       const int64_t i = b + i0;
       // All loads happen before the stores, so the outputs may alias the inputs.

@@ -8,7 +8,7 @@
 
 namespace iris::serve {
 
-using nlohmann::json;
+using Json = nlohmann::json;
 
 namespace {
 
@@ -16,52 +16,52 @@ namespace {
   throw HttpError(400, message, param);
 }
 
-const char* type_name(const json& v) {
+const char* type_name(const Json& v) {
   switch (v.type()) {
-    case json::value_t::null:
+    case Json::value_t::null:
       return "null";
-    case json::value_t::boolean:
+    case Json::value_t::boolean:
       return "a boolean";
-    case json::value_t::string:
+    case Json::value_t::string:
       return "a string";
-    case json::value_t::array:
+    case Json::value_t::array:
       return "an array";
-    case json::value_t::object:
+    case Json::value_t::object:
       return "an object";
-    case json::value_t::binary:
+    case Json::value_t::binary:
       return "binary";
-    case json::value_t::discarded:
+    case Json::value_t::discarded:
       return "nothing";
     default:
       return "a number";
   }
 }
 
-[[noreturn]] void wrong_type(const std::string& param, const json& v, const char* expected) {
+[[noreturn]] void wrong_type(const std::string& param, const Json& v, const char* expected) {
   bad(param, "Invalid type for '" + param + "': expected " + expected + ", but got " + type_name(v) + ".");
 }
 
-const std::string& get_string(const json& v, const std::string& param) {
+const std::string& get_string(const Json& v, const std::string& param) {
   if (!v.is_string()) wrong_type(param, v, "a string");
   return v.get_ref<const std::string&>();
 }
 
-bool get_bool(const json& v, const std::string& param) {
+bool get_bool(const Json& v, const std::string& param) {
   if (!v.is_boolean()) wrong_type(param, v, "a boolean");
   return v.get<bool>();
 }
 
-double get_number(const json& v, const std::string& param, double lo, double hi) {
+double get_number(const Json& v, const std::string& param, double lo, double hi) {
   if (!v.is_number()) wrong_type(param, v, "a number");
   double x = v.get<double>();
   if (!std::isfinite(x) || x < lo || x > hi)
-    bad(param, "Invalid value for '" + param + "': " + v.dump() + " is not in [" + json(lo).dump() + ", " +
-                   json(hi).dump() + "].");
+    bad(param, "Invalid value for '" + param + "': " + v.dump() + " is not in [" + Json(lo).dump() + ", " +
+                   Json(hi).dump() + "].");
   return x;
 }
 
 // Integers; a float is taken only when it holds an integer exactly (JavaScript clients may send 16.0).
-int64_t get_int(const json& v, const std::string& param, int64_t lo, int64_t hi) {
+int64_t get_int(const Json& v, const std::string& param, int64_t lo, int64_t hi) {
   int64_t x = 0;
   if (v.is_number_integer() && !v.is_number_unsigned()) {
     x = v.get<int64_t>();
@@ -88,7 +88,7 @@ int64_t get_int(const json& v, const std::string& param, int64_t lo, int64_t hi)
 
 // A content part: {"type": "text", "text": ...} or {"type": "image_url", "image_url": {"url": ..., "detail":
 // ...}}.
-void parse_part(const json& part, const std::string& param, ChatMessageIn& msg,
+void parse_part(const Json& part, const std::string& param, ChatMessageIn& msg,
                 std::vector<std::string>& texts) {
   if (!part.is_object()) wrong_type(param, part, "an object");
   auto t = part.find("type");
@@ -139,7 +139,7 @@ void parse_part(const json& part, const std::string& param, ChatMessageIn& msg,
   }
 }
 
-ChatMessageIn parse_message(const json& m, const std::string& param) {
+ChatMessageIn parse_message(const Json& m, const std::string& param) {
   if (!m.is_object()) wrong_type(param, m, "an object");
   ChatMessageIn msg;
   auto r = m.find("role");
@@ -172,7 +172,7 @@ ChatMessageIn parse_message(const json& m, const std::string& param) {
     texts.push_back(c->get<std::string>());
   } else if (c->is_array()) {
     size_t i = 0;
-    for (const json& part : *c) parse_part(part, param + ".content[" + std::to_string(i++) + "]", msg, texts);
+    for (const Json& part : *c) parse_part(part, param + ".content[" + std::to_string(i++) + "]", msg, texts);
   } else {
     wrong_type(param + ".content", *c, "a string or an array of content parts");
   }
@@ -186,8 +186,8 @@ ChatMessageIn parse_message(const json& m, const std::string& param) {
   return msg;
 }
 
-void parse_stop(const json& v, ChatRequest& r, const ChatLimits& lim) {
-  auto add = [&](const json& s, const std::string& param) {
+void parse_stop(const Json& v, ChatRequest& r, const ChatLimits& lim) {
+  auto add = [&](const Json& s, const std::string& param) {
     const std::string& x = get_string(s, param);
     if (x.empty()) bad(param, "Invalid value for '" + param + "': stop strings may not be empty.");
     if (x.size() > lim.max_stop_bytes)
@@ -207,7 +207,7 @@ void parse_stop(const json& v, ChatRequest& r, const ChatLimits& lim) {
 }
 
 // Fields of OpenAI's API that iris does not implement: taken only at the value that means "off".
-void check_neutral(const std::string& k, const json& v) {
+void check_neutral(const std::string& k, const Json& v) {
   auto unsupported = [&](const std::string& what) {
     bad(k, "'" + k + "' " + what + " is not supported by this server.");
   };
@@ -254,10 +254,10 @@ size_t ChatRequest::n_images() const {
 
 ChatRequest parse_chat_request(const std::string& body, const ChatLimits& lim,
                                const text::SamplingParams& defaults) {
-  json j;
+  Json j;
   try {
-    j = json::parse(body);
-  } catch (const json::exception& e) {
+    j = Json::parse(body);
+  } catch (const Json::exception& e) {
     throw HttpError(400, std::string("We could not parse the JSON body of your request: ") + e.what());
   }
   if (!j.is_object())

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "serve/errors.h"
+#include "serve/net_util.h"
 #include "tensor/error.h"
 
 namespace iris::serve {
@@ -30,11 +31,6 @@ bool starts_with_nocase(std::string_view s, std::string_view prefix) {
   for (size_t i = 0; i < prefix.size(); ++i)
     if (std::tolower(uint8_t(s[i])) != std::tolower(uint8_t(prefix[i]))) return false;
   return true;
-}
-
-std::string lower(std::string s) {
-  for (char& c : s) c = char(std::tolower(uint8_t(c)));
-  return s;
 }
 
 int hex_value(char c) {
@@ -73,10 +69,10 @@ std::string load_data_url(const std::string& url, const std::string& param, cons
     size_t q = meta.find(';', p + 1);
     std::string_view attr =
         meta.substr(p + 1, q == std::string_view::npos ? std::string_view::npos : q - p - 1);
-    if (lower(std::string(attr)) == "base64") is_base64 = true;
+    if (ascii_lower(std::string(attr)) == "base64") is_base64 = true;
     p = q;
   }
-  media = lower(media);
+  media = ascii_lower(media);
   if (!media.empty() && media.rfind("image/", 0) != 0)
     throw HttpError(400,
                     "Invalid data URL in '" + param + "': media type '" + media +

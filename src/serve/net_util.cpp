@@ -1,6 +1,8 @@
 // Constant-time comparison and client-disconnect detection (see net_util.h).
 #include "serve/net_util.h"
 
+#include <cctype>
+
 #include <dirent.h>
 #include <netdb.h>
 #include <poll.h>
@@ -104,6 +106,11 @@ bool peer_closed(int fd) {
     return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
   }
   return false;
+}
+
+std::string ascii_lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(uint8_t(c)));
+  return s;
 }
 
 }  // namespace iris::serve

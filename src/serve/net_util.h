@@ -1,4 +1,5 @@
-// Small pieces of network plumbing the HTTP library does not offer: a constant-time key comparison, and
+// Small pieces of network plumbing the HTTP library does not offer: a constant-time key comparison, lowering
+// header values, and
 // noticing that a client has gone away while its request is still being computed (so the scheduler can drop
 // it).
 #pragma once
@@ -19,6 +20,9 @@ int find_connection_socket(const std::string& local_addr, int local_port, const 
 // connections idling in keep-alive would otherwise hold their worker threads (and the exit) for the
 // keep-alive timeout.
 void shutdown_connections(int local_port);
+
+// s with ASCII letters lowered (HTTP header values, media types).
+std::string ascii_lower(std::string s);
 
 // True when the peer has closed or reset the connection (checked without blocking or consuming data).
 bool peer_closed(int fd);

@@ -73,11 +73,6 @@ void send_error(httplib::Response& res, const HttpError& e) {
   if (e.status() == 401) res.set_header("WWW-Authenticate", "Bearer");
 }
 
-std::string lower(std::string s) {
-  for (char& c : s) c = char(std::tolower(uint8_t(c)));
-  return s;
-}
-
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
   return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
@@ -229,7 +224,7 @@ void Server::Impl::check_auth(const httplib::Request& req) const {
   if (opt.api_key.empty()) return;
   std::string h = trim(req.get_header_value("Authorization"));
   std::string token;
-  if (h.size() > 7 && lower(h.substr(0, 7)) == "bearer ") token = trim(h.substr(7));
+  if (h.size() > 7 && ascii_lower(h.substr(0, 7)) == "bearer ") token = trim(h.substr(7));
   if (token.empty())
     throw HttpError(
         401,
@@ -266,7 +261,7 @@ void Server::Impl::handle_chat(const httplib::Request& req, httplib::Response& r
   }
   if (!read_ok) throw HttpError(400, "Could not read the request body.");
   check_auth(req);
-  std::string type = lower(req.get_header_value("Content-Type"));
+  std::string type = ascii_lower(req.get_header_value("Content-Type"));
   // Requiring JSON also keeps other web pages out: a browser sends application/json cross-origin only after a
   // CORS preflight, which this server does not grant.
   if (type.rfind("application/json", 0) != 0)

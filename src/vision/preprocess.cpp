@@ -17,7 +17,7 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr int kMaxSide = 1 << 16;  // a processor asking for larger outputs is certainly a broken config
+constexpr int kMaxConfigSide = 1 << 16;  // a processor asking for larger outputs is certainly a broken config
 
 enum class Kind { Clip, Siglip, Llava };
 
@@ -49,7 +49,7 @@ int get_side(const json& v, const std::string& what) {
   IRIS_CHECK(v.is_number_integer() || (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>()),
              "preprocessor config: ", what, " is ", v.dump(), ", expected an integer");
   const double d = v.get<double>();
-  IRIS_CHECK(d >= 1 && d <= kMaxSide, "preprocessor config: ", what, " is ", v.dump(), ", expected 1..", kMaxSide);
+  IRIS_CHECK(d >= 1 && d <= kMaxConfigSide, "preprocessor config: ", what, " is ", v.dump(), ", expected 1..", kMaxConfigSide);
   return int(d);
 }
 

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include <cmath>
 #include <cstring>
+#include "cli/cli_util.h"
 #include "test_util.h"
 
 using namespace iris;
@@ -20,16 +21,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Result {
-  int code;
-  std::string out;  // stdout + stderr
-};
-
-Result iris_cmd(const std::string& args) {
-  Result r{-1, ""};
-  r.code = test::run_command(std::string(IRIS_BINARY) + " " + args, &r.out);
-  return r;
-}
+using Result = test::CliResult;
+Result iris_cmd(const std::string& args) { return test::iris_cli(args); }
 
 std::string refcase(const std::string& n) { return test::shared_dir() + "/refcases/" + n; }
 
@@ -45,12 +38,6 @@ const std::string& tiny_model() {
   return dir;
 }
 
-// Expects a failure with exactly the given hint in the message, and no crash.
-void expect_error(const Result& r, const std::string& hint) {
-  EXPECT_EQ(r.code, 1) << r.out;
-  EXPECT_NE(r.out.find("iris: error:"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find(hint), std::string::npos) << "wanted '" << hint << "' in: " << r.out;
-}
 
 }  // namespace
 
@@ -114,12 +101,12 @@ TEST(Cli, DataTokenizerTrainsAndLoads) {
   ASSERT_EQ(t.code, 0) << t.out;
   EXPECT_EQ(t.out.rfind("[0,3,", 0), 0u) << t.out;  // BOS, then <image> as one token
 
-  expect_error(iris_cmd("data tokenizer --input " + tmp + "/notes --vocab-size 100 --out " + tmp + "/c"),
+  test::expect_cli_error(iris_cmd("data tokenizer --input " + tmp + "/notes --vocab-size 100 --out " + tmp + "/c"),
                "at least 260");
-  expect_error(iris_cmd("data tokenizer --input " + tmp + "/missing.txt --vocab-size 300 --out " + tmp + "/c"),
+  test::expect_cli_error(iris_cmd("data tokenizer --input " + tmp + "/missing.txt --vocab-size 300 --out " + tmp + "/c"),
                "missing.txt");
   test::write_file(tmp + "/bad.json", "[{\"conversations\": [");
-  expect_error(iris_cmd("data tokenizer --input " + tmp + "/bad.json --vocab-size 300 --out " + tmp + "/c"),
+  test::expect_cli_error(iris_cmd("data tokenizer --input " + tmp + "/bad.json --vocab-size 300 --out " + tmp + "/c"),
                "bad.json");
   EXPECT_FALSE(fs::exists(tmp + "/c"));
 }
@@ -142,15 +129,15 @@ TEST(Cli, RunGeneratesDeterministically) {
 
 TEST(Cli, BadModelFolders) {
   const std::string tmp = test::temp_dir();
-  expect_error(iris_cmd("run -m " + tmp + "/does-not-exist -p hi"), "does-not-exist");
+  test::expect_cli_error(iris_cmd("run -m " + tmp + "/does-not-exist -p hi"), "does-not-exist");
   // Unknown architecture.
   fs::create_directories(tmp + "/unknown");
   test::write_file(tmp + "/unknown/config.json", R"({"architectures": ["BertModel"], "model_type": "bert"})");
-  expect_error(iris_cmd("run -m " + tmp + "/unknown -p hi"), "unknown architecture 'BertModel'");
+  test::expect_cli_error(iris_cmd("run -m " + tmp + "/unknown -p hi"), "unknown architecture 'BertModel'");
   // Malformed config.json.
   fs::create_directories(tmp + "/badjson");
   test::write_file(tmp + "/badjson/config.json", "{\"architectures\": [");
-  expect_error(iris_cmd("run -m " + tmp + "/badjson -p hi"), "config.json");
+  test::expect_cli_error(iris_cmd("run -m " + tmp + "/badjson -p hi"), "config.json");
   // Truncated and corrupted safetensors.
   const std::string& m = tiny_model();
   std::string weights = test::read_file(m + "/model.safetensors");
@@ -166,7 +153,7 @@ TEST(Cli, BadModelFolders) {
       w[9] = '#';  // breaks the JSON header
     test::write_file(d + "/model.safetensors", w);
     Result r = iris_cmd("run -m " + d + " -p hi");
-    expect_error(r, "model.safetensors");
+    test::expect_cli_error(r, "model.safetensors");
   }
   // A wrong shape: a config that disagrees with the weights.
   std::string d = tmp + "/wrongshape";
@@ -175,15 +162,15 @@ TEST(Cli, BadModelFolders) {
   auto cfg = nlohmann::json::parse(test::read_file(m + "/config.json"));
   cfg["text_config"]["intermediate_size"] = 100;
   test::write_file(d + "/config.json", cfg.dump());
-  expect_error(iris_cmd("run -m " + d + " -p hi"), "has shape");
+  test::expect_cli_error(iris_cmd("run -m " + d + " -p hi"), "has shape");
 }
 
 TEST(Cli, BadImagesAndPrompts) {
   const std::string& m = tiny_model();
   const std::string tmp = test::temp_dir();
-  expect_error(iris_cmd("run -m " + m + " --image " + tmp + "/missing.png -p hi"), "missing.png");
+  test::expect_cli_error(iris_cmd("run -m " + m + " --image " + tmp + "/missing.png -p hi"), "missing.png");
   test::write_file(tmp + "/noise.jpg", std::string(1000, 'x'));
-  expect_error(iris_cmd("run -m " + m + " --image " + tmp + "/noise.jpg -p hi"), "noise.jpg");
+  test::expect_cli_error(iris_cmd("run -m " + m + " --image " + tmp + "/noise.jpg -p hi"), "noise.jpg");
   // A PNG whose header claims 100000 x 100000 pixels: refused before decoding.
   std::string png = test::read_file(test::source_dir() + "/examples/scene1.png");
   auto put32 = [&](size_t at, uint32_t v) {
@@ -192,20 +179,20 @@ TEST(Cli, BadImagesAndPrompts) {
   put32(16, 100000);
   put32(20, 100000);
   test::write_file(tmp + "/huge.png", png);
-  expect_error(iris_cmd("run -m " + m + " --image " + tmp + "/huge.png -p hi"), "pixels");
+  test::expect_cli_error(iris_cmd("run -m " + m + " --image " + tmp + "/huge.png -p hi"), "pixels");
   // Truncated PNG.
   std::string good = test::read_file(test::source_dir() + "/examples/scene1.png");
   test::write_file(tmp + "/trunc.png", good.substr(0, good.size() / 2));
-  expect_error(iris_cmd("run -m " + m + " --image " + tmp + "/trunc.png -p hi"), "trunc.png");
+  test::expect_cli_error(iris_cmd("run -m " + m + " --image " + tmp + "/trunc.png -p hi"), "trunc.png");
   // A prompt longer than the context (the image alone is 576 tokens).
   const std::string img = test::source_dir() + "/examples/scene1.png";
-  expect_error(iris_cmd("run -m " + m + " --image " + img + " -p hi -c 64"), "context");
+  test::expect_cli_error(iris_cmd("run -m " + m + " --image " + img + " -p hi -c 64"), "context");
   // Bad flags: CLI11 reports them and exits non-zero.
   Result r = iris_cmd("run -m " + m + " -p hi --dtype f64");
   EXPECT_NE(r.code, 0);
   // Forward with malformed inputs.
   const std::string dir = refcase("llava");
-  expect_error(iris_cmd("forward -m " + dir + " --pixel-values " + dir + "/input_ids.npy --input-ids " + dir +
+  test::expect_cli_error(iris_cmd("forward -m " + dir + " --pixel-values " + dir + "/input_ids.npy --input-ids " + dir +
                         "/input_ids.npy"),
                "pixel values");
 }
@@ -258,7 +245,7 @@ TEST(Cli, TrainParityWithTorchReference) {
   }
   // Bad input: labels of the wrong length.
   io::save_npy(tmp + "/short.npy", Tensor::from_vector(std::vector<int64_t>{-100, 5}, {1, 2}));
-  expect_error(iris_cmd("train -m " + dir + " --pixel-values " + dir + "/pixel_values.npy --input-ids " + dir +
+  test::expect_cli_error(iris_cmd("train -m " + dir + " --pixel-values " + dir + "/pixel_values.npy --input-ids " + dir +
                         "/input_ids.npy --labels " + tmp + "/short.npy --stage 1"),
                "differ in length");
 }

@@ -9,14 +9,16 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_util.h"
 #include "test_util.h"
 
 using namespace iris;
 
 namespace {
 
-int run(const std::string& args, std::string* out, const std::string& env = "env -u IRIS_MODEL") {
-  return test::run_command(env + " " + std::string(IRIS_BINARY) + " " + args, out);
+// iris with no IRIS_MODEL in its environment unless `env` sets one.
+int run_builtin(const std::string& args, std::string* out, const std::string& env = "env -u IRIS_MODEL") {
+  return test::run_iris(args, out, env);
 }
 
 std::string examples() { return test::source_dir() + "/examples"; }
@@ -36,7 +38,7 @@ std::map<std::string, nlohmann::json> read_predictions(const std::string& path) 
 
 TEST(CliBuiltin, RunWithoutModelUsesTheBuiltinModel) {
   std::string out;
-  ASSERT_EQ(run("run --image " + examples() + "/scene1.png -p \"How many red circles are there?\" -n 8 -t 1", &out),
+  ASSERT_EQ(run_builtin("run --image " + examples() + "/scene1.png -p \"How many red circles are there?\" -n 8 -t 1", &out),
             0)
       << out;
   EXPECT_EQ(out.find("error"), std::string::npos) << out;
@@ -45,7 +47,7 @@ TEST(CliBuiltin, RunWithoutModelUsesTheBuiltinModel) {
 TEST(CliBuiltin, AnswersTheExampleQuestionsAsShipped) {
   const std::string dir = test::temp_dir();
   std::string out;
-  ASSERT_EQ(run("eval --data " + examples() + "/questions.json --predictions " + dir + "/pred.jsonl -q -t 1", &out), 0)
+  ASSERT_EQ(run_builtin("eval --data " + examples() + "/questions.json --predictions " + dir + "/pred.jsonl -q -t 1", &out), 0)
       << out;
   const auto got = read_predictions(dir + "/pred.jsonl");
   const auto shipped = read_predictions(examples() + "/builtin_answers.jsonl");
@@ -67,9 +69,9 @@ TEST(CliBuiltin, AnswersTheExampleQuestionsAsShipped) {
 
 TEST(CliBuiltin, IrisModelOverridesAndABadOneIsAnError) {
   std::string out;
-  EXPECT_EQ(run("run --image " + examples() + "/scene1.png -p hi -t 1", &out, "IRIS_MODEL=/nonexistent/model"), 1);
+  EXPECT_EQ(run_builtin("run --image " + examples() + "/scene1.png -p hi -t 1", &out, "IRIS_MODEL=/nonexistent/model"), 1);
   EXPECT_NE(out.find("IRIS_MODEL=/nonexistent/model is not a model folder"), std::string::npos) << out;
-  EXPECT_EQ(run("run --image " + examples() + "/scene1.png -p hi -n 4 -t 1", &out,
+  EXPECT_EQ(run_builtin("run --image " + examples() + "/scene1.png -p hi -n 4 -t 1", &out,
                 "IRIS_MODEL=" + test::source_dir() + "/models/iris-shapes"),
             0)
       << out;

@@ -14,6 +14,8 @@
 #include <thread>
 
 #include "io/safetensors.h"
+#include "cli/cli_util.h"
+#include "test_checks.h"
 #include "test_util.h"
 
 using namespace iris;
@@ -21,66 +23,44 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int run(const std::string& args, std::string* out = nullptr) {
-  return test::run_command(std::string(IRIS_BINARY) + " " + args, out);
-}
-
-struct Fixture {
+struct ClipFixture {
   std::string dir, model, data;
 };
 
-const Fixture& fixture() {
-  static Fixture f = [] {
-    Fixture x;
+const ClipFixture& clipFixture() {
+  static ClipFixture f = [] {
+    ClipFixture x;
     x.dir = test::temp_dir() + "/clip-cli";
     x.model = x.dir + "/model";
     x.data = x.dir + "/data";
     std::string out;
-    EXPECT_EQ(run("data shapes --out " + x.data + " --n 16 --seed 5 --min-size 64 --max-size 96", &out), 0) << out;
-    EXPECT_EQ(run("init-model --preset tiny-llava --seed 2 --tokenizer " + test::shared_dir() +
+    EXPECT_EQ(test::run_iris("data shapes --out " + x.data + " --n 16 --seed 5 --min-size 64 --max-size 96", &out), 0) << out;
+    EXPECT_EQ(test::run_iris("init-model --preset tiny-llava --seed 2 --tokenizer " + test::shared_dir() +
                       "/tokenizers/mistral --out " + x.model, &out), 0) << out;
     return x;
   }();
   return f;
 }
 
-std::string clip_args(const Fixture& f, const std::string& out, const std::string& extra) {
+std::string clip_args(const ClipFixture& f, const std::string& out, const std::string& extra) {
   return "train --objective clip -m " + f.model + " --captions " + f.data + "/captions.jsonl --images " + f.data +
          " --text-hidden 32 --embed-dim 16 -t 1 --out " + out + " " + extra;
-}
-
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
-void expect_same_folder(const std::string& a, const std::string& b) {
-  io::Checkpoint ca = io::Checkpoint::open(a), cb = io::Checkpoint::open(b);
-  ASSERT_EQ(ca.names(), cb.names());
-  for (const std::string& name : ca.names()) EXPECT_TRUE(same_bytes(ca.get(name), cb.get(name))) << a << ": " << name;
-}
-
-std::vector<double> losses(const std::string& run_dir) {
-  std::vector<double> r;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) r.push_back(nlohmann::json::parse(line)["loss"].get<double>());
-  return r;
 }
 
 }  // namespace
 
 TEST(CliClip, KilledAndResumedEqualsUninterrupted) {
-  const Fixture& f = fixture();
+  const ClipFixture& f = clipFixture();
   const std::string a = f.dir + "/run-a", b = f.dir + "/run-b";
   const std::string extra = "--batch-size 4 --max-steps 12 --save-every 2 --warmup 2 --seed 3";
   std::string log;
-  ASSERT_EQ(run(clip_args(f, a, extra), &log), 0) << log;
+  ASSERT_EQ(test::run_iris(clip_args(f, a, extra), &log), 0) << log;
   EXPECT_NE(log.find("acc i2t"), std::string::npos) << log;
   // final/: projector and LLM exactly as given; the vision tower trained.
   io::Checkpoint base = io::Checkpoint::open(f.model), trained = io::Checkpoint::open(a + "/final");
   int vision_changed = 0;
   for (const std::string& name : base.names()) {
-    const bool same = same_bytes(base.get(name), trained.get(name));
+    const bool same = test::same_bytes(base.get(name), trained.get(name));
     if (name.rfind("vision_tower.", 0) == 0) {
       vision_changed += !same;
     } else {
@@ -113,24 +93,24 @@ TEST(CliClip, KilledAndResumedEqualsUninterrupted) {
   ASSERT_TRUE(killed) << "run b never reached step 4";
   ASSERT_TRUE(WIFSIGNALED(st)) << "run b finished before it could be killed";
   EXPECT_FALSE(fs::exists(b + "/final/model.safetensors"));
-  ASSERT_EQ(run("train --resume " + b + " -t 1", &log), 0) << log;
+  ASSERT_EQ(test::run_iris("train --resume " + b + " -t 1", &log), 0) << log;
   EXPECT_NE(log.find("resuming"), std::string::npos) << log;
-  expect_same_folder(a + "/final", b + "/final");
-  expect_same_folder(a + "/text_encoder", b + "/text_encoder");
-  expect_same_folder(a + "/text_encoder/clip_heads.safetensors", b + "/text_encoder/clip_heads.safetensors");
-  EXPECT_EQ(losses(a), losses(b));
+  test::expect_same_checkpoint(a + "/final", b + "/final");
+  test::expect_same_checkpoint(a + "/text_encoder", b + "/text_encoder");
+  test::expect_same_checkpoint(a + "/text_encoder/clip_heads.safetensors", b + "/text_encoder/clip_heads.safetensors");
+  EXPECT_EQ(test::run_losses(a), test::run_losses(b));
 }
 
 TEST(CliClip, BadInput) {
-  const Fixture& f = fixture();
+  const ClipFixture& f = clipFixture();
   std::string log;
-  EXPECT_EQ(run(clip_args(f, f.dir + "/bad1", "--batch-size 1 --max-steps 1"), &log), 1) << log;
+  EXPECT_EQ(test::run_iris(clip_args(f, f.dir + "/bad1", "--batch-size 1 --max-steps 1"), &log), 1) << log;
   EXPECT_NE(log.find("at least 2 pairs"), std::string::npos) << log;
-  EXPECT_EQ(run("train --objective clip -m " + f.model + " --captions " + f.dir + "/none.jsonl --out " + f.dir + "/bad2",
+  EXPECT_EQ(test::run_iris("train --objective clip -m " + f.model + " --captions " + f.dir + "/none.jsonl --out " + f.dir + "/bad2",
                 &log), 1) << log;
   EXPECT_NE(log.find("does not exist"), std::string::npos) << log;
-  EXPECT_NE(run("train --objective nope -m " + f.model + " --out " + f.dir + "/bad3", &log), 0) << log;
+  EXPECT_NE(test::run_iris("train --objective nope -m " + f.model + " --out " + f.dir + "/bad3", &log), 0) << log;
   EXPECT_NE(log.find("objective"), std::string::npos) << log;
-  EXPECT_EQ(run("train --objective clip --resume " + f.dir + "/no-such-run", &log), 1) << log;
+  EXPECT_EQ(test::run_iris("train --objective clip --resume " + f.dir + "/no-such-run", &log), 1) << log;
   EXPECT_NE(log.find("not a contrastive run"), std::string::npos) << log;
 }

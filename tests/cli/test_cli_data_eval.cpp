@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_util.h"
 #include "test_util.h"
 
 using namespace iris;
@@ -15,22 +16,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct CmdResult {
-  int code;
-  std::string out;  // stdout + stderr
-};
-
-CmdResult iris_run(const std::string& args) {
-  CmdResult r{-1, ""};
-  r.code = test::run_command(std::string(IRIS_BINARY) + " " + args, &r.out);
-  return r;
-}
-
-void expect_error(const CmdResult& r, const std::string& hint) {
-  EXPECT_EQ(r.code, 1) << r.out;
-  EXPECT_NE(r.out.find("iris: error:"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find(hint), std::string::npos) << "wanted '" << hint << "' in: " << r.out;
-}
+using CmdResult = test::CliResult;
+CmdResult iris_run(const std::string& args) { return test::iris_cli(args); }
 
 const std::string& shapes_dir() {
   static std::string dir = [] {
@@ -57,10 +44,10 @@ TEST(CliDataShapes, WritesTheDatasetDeterministically) {
 
 TEST(CliDataShapes, BadArgumentsAreClearErrors) {
   const std::string out = test::temp_dir() + "/cli-shapes-bad";
-  expect_error(iris_run("data shapes --out " + out + " --n 0"), "--n 0 is out of range");
-  expect_error(iris_run("data shapes --out " + out + " --n 3 --max-size 9000"),
+  test::expect_cli_error(iris_run("data shapes --out " + out + " --n 0"), "--n 0 is out of range");
+  test::expect_cli_error(iris_run("data shapes --out " + out + " --n 3 --max-size 9000"),
                "--max-size 9000 is out of range");
-  expect_error(iris_run("data shapes --out " + out + " --n 3 --min-size 200 --max-size 100"),
+  test::expect_cli_error(iris_run("data shapes --out " + out + " --n 3 --min-size 200 --max-size 100"),
                "--min-size 200 is larger than --max-size 100");
   EXPECT_FALSE(fs::exists(out));
   EXPECT_NE(iris_run("data shapes --n 3").code, 0);  // --out is required (CLI11's message)
@@ -89,9 +76,9 @@ TEST(CliEval, TinyModelReport) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(nlohmann::json::parse(test::read_file(report))["blind"], true);
 
-  expect_error(iris_run("eval -m " + model + " -q"), "nothing to evaluate");
-  expect_error(iris_run("eval -m " + model + " -q --limit -1 --pope " + d + "/pope.jsonl"),
+  test::expect_cli_error(iris_run("eval -m " + model + " -q"), "nothing to evaluate");
+  test::expect_cli_error(iris_run("eval -m " + model + " -q --limit -1 --pope " + d + "/pope.jsonl"),
                "--limit -1 is negative");
-  expect_error(iris_run("eval -m " + model + " -q --data " + d + "/missing.json"),
+  test::expect_cli_error(iris_run("eval -m " + model + " -q --data " + d + "/missing.json"),
                "cannot read the data file");
 }

@@ -11,38 +11,23 @@
 #include <csignal>
 #include <filesystem>
 
+#include "test_checks.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
 using iris::Error;
 using namespace iris::io;
 
-namespace {
+using iris::test::expect_error;
+using iris::test::fresh_dir;
 
-std::string fresh_dir(const std::string& name) {
-  std::string d = iris::test::temp_dir() + "/file_" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+namespace {
 
 std::vector<std::string> list_dir(const std::string& d) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(d)) out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
   return out;
-}
-
-// Runs fn, expecting iris::Error whose message contains every one of `parts`.
-template <typename Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected iris::Error containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\nmissing: " << p;
-  }
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "io/file.h"
+#include "test_checks.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -17,25 +18,11 @@ using iris::Shape;
 using iris::Tensor;
 using namespace iris::io;
 
+using iris::test::bytes_of;
+using iris::test::fresh_dir;
+using iris::test::pattern;
+
 namespace {
-
-std::string fresh_dir(const std::string& name) {
-  std::string d = iris::test::temp_dir() + "/npy_" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-std::string bytes_of(const Tensor& t) {
-  Tensor c = t.contiguous();
-  return std::string(static_cast<const char*>(c.raw()), c.nbytes());
-}
-
-Tensor pattern(const Shape& shape, DType dt) {
-  Tensor f = Tensor::empty(shape, DType::F32);
-  for (int64_t i = 0; i < f.numel(); ++i) f.data<float>()[i] = float(i % 50) * 0.5f;
-  return f.to(dt);
-}
 
 // A v1 file from a literal header dict (padded like numpy) and raw data.
 std::string npy_file(const std::string& dict, const std::string& data, int version = 1) {

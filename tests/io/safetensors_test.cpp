@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <random>
 
+#include "test_checks.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;
@@ -17,37 +18,12 @@ using iris::Shape;
 using iris::Tensor;
 using namespace iris::io;
 
+using iris::test::bytes_of;
+using iris::test::expect_error;
+using iris::test::fresh_dir;
+using iris::test::pattern;
+
 namespace {
-
-std::string fresh_dir(const std::string& name) {
-  std::string d = iris::test::temp_dir() + "/st_" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-std::string bytes_of(const Tensor& t) {
-  Tensor c = t.contiguous();
-  return std::string(static_cast<const char*>(c.raw()), c.nbytes());
-}
-
-// A tensor of the given dtype filled with distinct, exactly representable values.
-Tensor pattern(const Shape& shape, DType dt, int seed = 0) {
-  Tensor f = Tensor::empty(shape, DType::F32);
-  for (int64_t i = 0; i < f.numel(); ++i) f.data<float>()[i] = float((i * 7 + seed * 13) % 97) * 0.25f;
-  return f.to(dt);
-}
-
-template <typename Fn>
-void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected iris::Error containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    for (const auto& p : parts)
-      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what() << "\n  missing: " << p;
-  }
-}
 
 // A safetensors file from a literal header (not padded) and `data_size` zero bytes of data.
 std::string crafted(const std::string& header, size_t data_size) {

@@ -38,9 +38,9 @@ std::vector<std::string> shape_cases() {
 
 bool has_file(const std::string& path) { return std::filesystem::exists(path); }
 
-class ShapeCase : public ::testing::TestWithParam<std::string> {};
-
 }  // namespace
+
+class ShapeCase : public ::testing::TestWithParam<std::string> {};
 
 TEST(ShapeCases, FolderHasCases) {
   EXPECT_GE(shape_cases().size(), 1u) << "no case folders under " << shapes_root();

@@ -15,11 +15,11 @@ namespace {
 using test::VecD;
 using test::VecFl;
 
-struct Case {
+struct RopeCase {
   int64_t T, heads, head_dim, rot_dim, extra_ld;
   float scale;
 };
-const Case kCases[] = {{1, 1, 2, 2, 0, 1.0f},     {5, 3, 8, 8, 0, 1.0f},    {7, 2, 64, 64, 5, 1.0f},
+const RopeCase kRopeCases[] = {{1, 1, 2, 2, 0, 1.0f},     {5, 3, 8, 8, 0, 1.0f},    {7, 2, 64, 64, 5, 1.0f},
                        {4, 4, 80, 40, 3, 1.25f},  {3, 2, 34, 34, 0, 0.9f},  {9, 1, 128, 96, 0, 1.0f},
                        {50, 8, 64, 32, 16, 1.0f}, {6, 2, 36, 0, 0, 1.0f}};
 
@@ -30,7 +30,7 @@ std::vector<float> inv_freq_for(int64_t rot_dim) {
 }
 
 TEST(OpsRope, ForwardAndBackwardMatchReference) {
-  for (const Case& c : kCases) {
+  for (const RopeCase& c : kRopeCases) {
     const int64_t ld = c.heads * c.head_dim + c.extra_ld;
     const size_t n = test::sz(c.T * ld);
     std::vector<int64_t> pos(test::sz(c.T));

@@ -26,14 +26,9 @@ using namespace iris;
 using namespace iris::train;
 namespace fs = std::filesystem;
 
-namespace {
+using iris::test::fresh_dir;
 
-std::string fresh_dir(const std::string& name) {
-  std::string d = test::temp_dir() + "/" + name;
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
+namespace {
 
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::F32) {
   std::mt19937_64 rng(seed);

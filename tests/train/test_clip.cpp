@@ -16,6 +16,7 @@
 #include "models/presets.h"
 #include "models/vlm.h"
 #include "nn/block_ref.h"
+#include "test_checks.h"
 #include "test_util.h"
 #include "train/clip.h"
 
@@ -410,15 +411,15 @@ namespace {
 
 // ---- end to end ---------------------------------------------------------------------------------------------
 
-struct Fixture {
+struct ClipFixture {
   std::string dir, model, data;
 };
 
 // A tiny LLaVA (tiny-llava's text side and tokenizer, a 32 px / patch 8 vision tower of 3 layers, so the feature
 // layer -2 leaves the last layer and post_layernorm untrained) and 24 shapes images.
-const Fixture& fixture() {
-  static Fixture f = [] {
-    Fixture x;
+const ClipFixture& fixture() {
+  static ClipFixture f = [] {
+    ClipFixture x;
     x.dir = test::temp_dir() + "/clip";
     x.model = x.dir + "/model";
     x.data = x.dir + "/data";
@@ -437,7 +438,7 @@ const Fixture& fixture() {
   return f;
 }
 
-train::ClipConfig small_config(const Fixture& f, const std::string& out) {
+train::ClipConfig small_config(const ClipFixture& f, const std::string& out) {
   train::ClipConfig c;
   c.model = f.model;
   c.captions = f.data + "/captions.jsonl";
@@ -459,20 +460,10 @@ std::vector<nlohmann::json> metrics(const std::string& run_dir) {
   return r;
 }
 
-bool same_bytes(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
-}
-
-void expect_same_folder(const std::string& a, const std::string& b) {
-  io::Checkpoint ca = io::Checkpoint::open(a), cb = io::Checkpoint::open(b);
-  ASSERT_EQ(ca.names(), cb.names());
-  for (const std::string& name : ca.names()) EXPECT_TRUE(same_bytes(ca.get(name), cb.get(name))) << a << ": " << name;
-}
-
 }  // namespace
 
 TEST(ClipTrain, LossGoesDownAndOnlyTheVisionTowerChanges) {
-  const Fixture& f = fixture();
+  const ClipFixture& f = fixture();
   train::ClipConfig c = small_config(f, f.dir + "/run-loss");
   c.schedule = "constant";
   c.lr = 1e-3;
@@ -492,7 +483,7 @@ TEST(ClipTrain, LossGoesDownAndOnlyTheVisionTowerChanges) {
   ASSERT_EQ(base.names(), trained.names());
   int vision_changed = 0;
   for (const std::string& name : base.names()) {
-    const bool same = same_bytes(base.get(name), trained.get(name));
+    const bool same = test::same_bytes(base.get(name), trained.get(name));
     const bool untrained_vision = name.find("encoder.layers.2.") != std::string::npos ||
                                   name.find("post_layernorm") != std::string::npos;
     if (name.rfind("vision_tower.", 0) != 0 || untrained_vision) {
@@ -521,7 +512,7 @@ TEST(ClipTrain, LossGoesDownAndOnlyTheVisionTowerChanges) {
 // Run b stops right after its step-4 checkpoint (its later checkpoint and outputs removed, as a kill after step 4
 // leaves it), resumes, and must end byte-identical to run a, with the same logged losses.
 TEST(ClipTrain, ResumedRunEqualsUninterrupted) {
-  const Fixture& f = fixture();
+  const ClipFixture& f = fixture();
   train::ClipConfig a = small_config(f, f.dir + "/run-a"), b = small_config(f, f.dir + "/run-b");
   a.regions = b.regions = f.data + "/regions.jsonl";
   a.max_steps = b.max_steps = 7;  // crosses an epoch boundary (3 steps per epoch), cosine schedule
@@ -533,9 +524,9 @@ TEST(ClipTrain, ResumedRunEqualsUninterrupted) {
   train::ClipConfig r;
   r.out = b.out;
   train::run_clip_training(r, /*resume=*/true);
-  expect_same_folder(a.out + "/final", b.out + "/final");
-  expect_same_folder(a.out + "/text_encoder", b.out + "/text_encoder");
-  expect_same_folder(a.out + "/text_encoder/clip_heads.safetensors", b.out + "/text_encoder/clip_heads.safetensors");
+  test::expect_same_checkpoint(a.out + "/final", b.out + "/final");
+  test::expect_same_checkpoint(a.out + "/text_encoder", b.out + "/text_encoder");
+  test::expect_same_checkpoint(a.out + "/text_encoder/clip_heads.safetensors", b.out + "/text_encoder/clip_heads.safetensors");
   std::vector<nlohmann::json> ma = metrics(a.out), mb = metrics(b.out);
   ASSERT_EQ(ma.size(), 7u);
   ASSERT_EQ(mb.size(), 7u);
@@ -549,7 +540,7 @@ TEST(ClipTrain, ResumedRunEqualsUninterrupted) {
 // With --regions the step's loss is the global loss + the region loss, and the region loss goes down: each
 // object's pooled patches move towards its phrase ("large red circle") and away from the batch's other phrases.
 TEST(ClipTrain, RegionLossGoesDown) {
-  const Fixture& f = fixture();
+  const ClipFixture& f = fixture();
   train::ClipConfig c = small_config(f, f.dir + "/run-regions");
   c.regions = f.data + "/regions.jsonl";
   c.schedule = "constant";
@@ -571,7 +562,7 @@ TEST(ClipTrain, RegionLossGoesDown) {
 }
 
 TEST(ClipTrain, BadInputIsAClearError) {
-  const Fixture& f = fixture();
+  const ClipFixture& f = fixture();
   auto expect_error = [](const train::ClipConfig& c, const std::string& needle) {
     try {
       train::run_clip_training(c, false);

@@ -18,6 +18,8 @@
 using namespace iris;
 namespace fs = std::filesystem;
 
+using iris::test::fresh_dir;
+
 namespace {
 
 std::string llava_dir() { return test::shared_dir() + "/refcases/llava"; }
@@ -64,12 +66,6 @@ train::TrainSpec lora_spec() {
   spec.lora.alpha = 8;
   spec.lora.targets = {"q_proj", "v_proj", "down_proj"};
   return spec;
-}
-
-std::string fresh_dir(const std::string& name) {
-  std::string d = test::temp_dir() + "/" + name;
-  fs::remove_all(d);
-  return d;
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "io/npy.h"
+#include "test_checks.h"
 #include "test_util.h"
 #include "train/lora.h"
 #include "train/trainable.h"
@@ -158,15 +159,6 @@ FdResult check_model(train::TrainableVlm& tv, const train::Example& ex, const te
   return r;
 }
 
-std::map<std::string, std::vector<uint8_t>> snapshot(models::Vlm& m) {
-  std::map<std::string, std::vector<uint8_t>> r;
-  for (const auto& [name, t] : m.state()) {
-    const auto* b = static_cast<const uint8_t*>(t.raw());
-    r[name].assign(b, b + t.nbytes());
-  }
-  return r;
-}
-
 void sgd_step(train::TrainableVlm& tv, float lr) {
   for (train::Param* p : tv.params())
     for (int64_t i = 0; i < p->value.numel(); ++i) p->value.data<float>()[i] -= lr * p->grad.data<float>()[i];
@@ -236,7 +228,7 @@ TEST(ModelGradients, TiedTextOnlyLlama) {
 // projector's changed.
 TEST(ModelGradients, FrozenTensorsStayBitIdentical) {
   auto m = models::Vlm::create(tiny_llava(), 10, 0.3f);
-  auto before = snapshot(*m);
+  auto before = test::weights_snapshot(*m);
   train::TrainableVlm tv(*m, train::stage_spec(1));
   for (train::Param* p : tv.params()) EXPECT_EQ(p->name.rfind("multi_modal_projector.", 0), 0u) << p->name;
   EXPECT_EQ(tv.params().size(), 4u);
@@ -246,7 +238,7 @@ TEST(ModelGradients, FrozenTensorsStayBitIdentical) {
     tv.forward_backward(ex, 1.0f / float(train::supervised_count(ex)));
     sgd_step(tv, 0.5f);
   }
-  auto after = snapshot(*m);
+  auto after = test::weights_snapshot(*m);
   ASSERT_EQ(before.size(), after.size());
   int changed = 0;
   for (const auto& [name, bytes] : before) {

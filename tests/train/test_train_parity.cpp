@@ -29,6 +29,7 @@
 #include "io/npy.h"
 #include "io/safetensors.h"
 #include "train/trainable.h"
+#include "test_checks.h"
 #include "test_util.h"
 
 using namespace iris;
@@ -77,15 +78,6 @@ double reference_logits_loss(const std::string& dir, const train::Example& ex) {
   return total / n;
 }
 
-std::map<std::string, std::vector<uint8_t>> snapshot(models::Vlm& m) {
-  std::map<std::string, std::vector<uint8_t>> r;
-  for (const auto& [name, t] : m.state()) {
-    const auto* b = static_cast<const uint8_t*>(t.raw());
-    r[name].assign(b, b + t.nbytes());
-  }
-  return r;
-}
-
 // PyTorch 1.13 torch.optim.SGD (no momentum): p.add_(grad, alpha=-lr).
 void sgd_step(const std::vector<train::Param*>& ps, float lr) {
   for (train::Param* p : ps)
@@ -123,6 +115,9 @@ struct AdamW {
   }
 };
 
+}  // namespace
+
+// The fixture is outside the anonymous namespace: gtest derives each test from it with external linkage.
 class LlavaParity : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -137,7 +132,7 @@ class LlavaParity : public ::testing::Test {
   // file, the losses with the reference's, and the frozen tensors with their starting bytes.
   void run(train::TrainableVlm& tv, const std::string& case_name, const std::function<void()>& step) {
     const nlohmann::json& c = meta_["cases"][case_name];
-    auto before = snapshot(*model_);
+    auto before = test::weights_snapshot(*model_);
     std::map<std::string, std::vector<float>> start;
     for (train::Param* p : tv.params())
       start[p->name].assign(p->value.data<float>(), p->value.data<float>() + p->value.numel());
@@ -202,7 +197,7 @@ class LlavaParity : public ::testing::Test {
       EXPECT_LE(upd, 5e-3) << case_name << ": " << p->name << " |w - w64| / |w64 - w0| = " << upd
                            << " (torch float32: " << c["upd32"][p->name].get<double>() << "), max|diff| " << err;
     }
-    auto after = snapshot(*model_);
+    auto after = test::weights_snapshot(*model_);
     int frozen = 0;
     for (const auto& [name, bytes] : before)
       if (!tv.find(name)) {
@@ -226,6 +221,8 @@ class LlavaParity : public ::testing::Test {
   train::Example ex_;
   std::unique_ptr<models::Vlm> model_;
 };
+
+namespace {
 
 // Per-tensor gradient summaries of a shape case against the reference's; returns the worst relative error.
 double compare_grads(train::TrainableVlm& tv, const nlohmann::json& ref, const std::string& what) {
