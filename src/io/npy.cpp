@@ -17,7 +17,7 @@ static_assert(std::endian::native == std::endian::little, ".npy data is read as 
 namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";  // 6 bytes, then major, minor version bytes
-constexpr size_t kNpyMaxDims = 64;         // NumPy's own limit (NPY_MAXDIMS is 32 or 64)
+constexpr size_t kNpyMaxDims = 64;      // NumPy's own limit (NPY_MAXDIMS is 32 or 64)
 
 struct Descr {
   const char* code;  // without the byte-order character

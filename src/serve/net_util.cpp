@@ -1,4 +1,4 @@
-// Constant-time comparison and client-disconnect detection (see net_util.h).
+// Constant-time comparison, ASCII lowering and client-disconnect detection (see net_util.h).
 #include "serve/net_util.h"
 
 #include <cctype>

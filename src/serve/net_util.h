@@ -1,7 +1,6 @@
 // Small pieces of network plumbing the HTTP library does not offer: a constant-time key comparison, lowering
-// header values, and
-// noticing that a client has gone away while its request is still being computed (so the scheduler can drop
-// it).
+// header values, and noticing that a client has gone away while its request is still being computed (so the
+// scheduler can drop it).
 #pragma once
 #include <string>
 #include <string_view>
