@@ -430,9 +430,10 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
     return f;
   };
   std::ofstream llava = open("llava.json"), caps = open("captions.jsonl"), pope = open("pope.jsonl"),
-                scenes = open("scenes.jsonl"), regions = open("regions.jsonl");
+                scenes = open("scenes.jsonl"), regions = open("regions.jsonl"), text = open("llava_text.json");
   llava << "[\n";
-  bool first_record = true;
+  text << "[\n";
+  bool first_record = true, first_text = true;
   static const std::vector<std::string> caption_prompts = {
       "Describe the image briefly.", "Give a short description of the image.", "What does this image show?",
       "Write a short caption for this image.", "Summarize the picture in one sentence."};
@@ -492,6 +493,17 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
       caps << json{{"image", s.image}, {"caption", c}}.dump() << "\n";
       ++sum.captions;
     }
+    // llava_text.json: every question conversation again, with one of the scene's captions in place of the image, so
+    // that a language model can learn to answer from a description before it sees images (its own random stream:
+    // the other files do not change).
+    Rng text_rng(shapes_key(opt, i, 7));
+    auto text_record = [&](const json& turns) {
+      json t = turns;
+      std::string& first = t[0]["value"].get_ref<std::string&>();
+      first = pick(captions, text_rng) + first.substr(std::string("<image>").size());
+      text << (first_text ? "" : ",\n") << json{{"id", idbuf}, {"conversations", t}}.dump();
+      first_text = false;
+    };
     std::vector<QaPair> qa = make_questions(s, opt);
     shuffle(qa, rng);
     for (size_t q = 0; q < qa.size();) {  // conversations of 1 to max_turns turns
@@ -508,6 +520,7 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
         ++sum.questions_by_type[qa[q].type];
       }
       record(turns);
+      text_record(turns);
     }
     for (const PopeProbe& p : make_pope(s, stats, opt)) {
       pope << json{{"image", s.image},
@@ -522,7 +535,8 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
     if (progress && ((i + 1) % 100 == 0 || i + 1 == opt.n)) progress(i + 1, opt.n);
   }
   llava << "\n]\n";
-  for (auto* f : {&llava, &caps, &pope, &scenes, &regions}) {
+  text << "\n]\n";
+  for (auto* f : {&llava, &caps, &pope, &scenes, &regions, &text}) {
     f->flush();
     IRIS_CHECK(f->good(), "shapes: writing into ", dir, " failed (disk full?)");
   }
@@ -560,6 +574,7 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
       {"files",
        {{"images", "images/NNNNNN.png"},
         {"llava", "llava.json"},
+        {"llava_text", "llava_text.json"},
         {"captions", "captions.jsonl"},
         {"pope", "pope.jsonl"},
         {"scenes", "scenes.jsonl"}}},

@@ -228,7 +228,7 @@ TEST(ShapesWorld, SameSeedGivesByteIdenticalFiles) {
   const std::string a = main_dir(), b = generate("again", text_options(7));
   const std::vector<std::string> fa = files_under(a), fb = files_under(b);
   ASSERT_EQ(fa, fb);
-  EXPECT_EQ(fa.size(), 24u + 6u);  // images + llava, captions, pope, scenes, regions, meta
+  EXPECT_EQ(fa.size(), 24u + 7u);  // images + llava, llava_text, captions, pope, scenes, regions, meta
   for (const std::string& f : fa) EXPECT_EQ(test::read_file(a + "/" + f), test::read_file(b + "/" + f)) << f;
 }
 
@@ -444,6 +444,39 @@ TEST(ShapesWorld, CaptionsNameEveryObject) {
   }
   EXPECT_EQ(per_image.size(), 24u);
   for (const auto& [img, n] : per_image) EXPECT_EQ(n, 3) << img;
+}
+
+// llava_text.json: every question conversation of llava.json, in the same order and with the same id, with one of
+// its image's captions in place of "<image>"; no image field, no caption conversations.
+TEST(ShapesWorld, TextConversationsAreTheQuestionsWithACaption) {
+  const std::string dir = main_dir();
+  const json llava = json::parse(test::read_file(dir + "/llava.json"));
+  const json text = json::parse(test::read_file(dir + "/llava_text.json"));
+  std::map<std::string, std::set<std::string>> captions;
+  for (const json& c : read_jsonl(dir + "/captions.jsonl")) captions[c["image"]].insert(c["caption"]);
+  size_t k = 0, used_other = 0;
+  for (const json& rec : llava) {
+    if (rec["conversations"][1]["type"] == "caption") continue;
+    ASSERT_LT(k, text.size());
+    const json& t = text[k++];
+    EXPECT_EQ(t["id"], rec["id"]);
+    EXPECT_FALSE(t.contains("image"));
+    const json &a = rec["conversations"], &b = t["conversations"];
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 1; i < a.size(); ++i) EXPECT_EQ(a[i], b[i]) << t["id"];
+    EXPECT_EQ(a[0]["from"], b[0]["from"]);
+    const std::string question = a[0]["value"], with_caption = b[0]["value"];
+    ASSERT_EQ(question.rfind("<image>\n", 0), 0u);
+    const std::string rest = question.substr(std::string("<image>").size());  // "\n" + the question
+    ASSERT_GT(with_caption.size(), rest.size());
+    EXPECT_EQ(with_caption.substr(with_caption.size() - rest.size()), rest);
+    const std::string caption = with_caption.substr(0, with_caption.size() - rest.size());
+    EXPECT_EQ(captions.at(rec["image"]).count(caption), 1u) << caption;
+    used_other += caption != *captions.at(rec["image"]).begin();
+  }
+  EXPECT_EQ(k, text.size());
+  EXPECT_GT(k, 24u);
+  EXPECT_GT(used_other, 0u);  // the caption is drawn, not always the same one
 }
 
 // regions.jsonl: one line per image, one region per object with its box and "size colour shape" phrase.
