@@ -32,11 +32,13 @@ ModelConfig preset(const std::string& name) {
   } else if (name == "iris-shapes") {
     // The built-in model (scripts/train-builtin.sh): 64 px images in 8 px patches (64 image tokens), a
     // 4-layer ViT and a 4-layer Llama over the 1024-token byte-level BPE of `iris data tokenizer` (ids: <s> 0,
-    // </s> 1, <pad> 2, <image> 3). The whole tower is used (last layer), as CLIP pretraining trains it.
+    // </s> 1, <pad> 2, <image> 3). The whole tower is used (last layer), as CLIP pretraining trains it. The Llama
+    // is 128 wide with 8 heads of 16: answering from a caption in context (text-only, 8000 steps), 128 x 8 heads
+    // reached 67.6% where 256 x 4 heads of 64 reached 51.4%, at a quarter of the cost per token.
     v.image_size = 64, v.patch_size = 8, v.hidden_act = "gelu";
     v.hidden_size = 128, v.intermediate_size = 512, v.num_hidden_layers = 4, v.num_attention_heads = 4;
-    t.hidden_size = 256, t.intermediate_size = 704, t.num_hidden_layers = 4, t.num_attention_heads = 4;
-    t.num_key_value_heads = 4;
+    t.hidden_size = 128, t.intermediate_size = 352, t.num_hidden_layers = 4, t.num_attention_heads = 8;
+    t.num_key_value_heads = 8;
     t.vocab_size = 1024;
     t.max_position_embeddings = 512;
     t.bos_token_id = 0;
