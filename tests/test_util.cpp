@@ -32,14 +32,30 @@ std::string shared_dir() {
 
 std::string source_dir() { return IRIS_SOURCE_DIR; }
 
-std::string temp_dir() {
-  static std::string dir = [] {
-    auto base = std::filesystem::temp_directory_path() / ("iris_test_" + std::to_string(getpid()));
+namespace {
+// The folder of temp_dir(): removed when the test process ends, unless a test failed or IRIS_KEEP_TEST_TMP is
+// set (to look at what the tests wrote). Only the process that made it removes it (not a forked child).
+struct TempDir {
+  std::string path;
+  pid_t owner = getpid();
+  TempDir() {
+    const auto base = std::filesystem::temp_directory_path() / ("iris_test_" + std::to_string(owner));
     std::filesystem::remove_all(base);
     std::filesystem::create_directories(base);
-    return base.string();
-  }();
-  return dir;
+    path = base.string();
+  }
+  ~TempDir() {
+    const char* keep = std::getenv("IRIS_KEEP_TEST_TMP");
+    if (getpid() != owner || (keep && *keep) || !::testing::UnitTest::GetInstance()->Passed()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+}  // namespace
+
+std::string temp_dir() {
+  static TempDir dir;
+  return dir.path;
 }
 
 std::string fresh_dir(const std::string& name) {

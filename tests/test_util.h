@@ -8,7 +8,7 @@ namespace iris::test {
 
 std::string shared_dir();   // the shared/ folder with refcases/ and tokenizers/
 std::string source_dir();   // the repository root
-std::string temp_dir();     // a fresh empty folder for this test process
+std::string temp_dir();     // a fresh empty folder for this test process, removed at its end if every test passed
 std::string fresh_dir(const std::string& name);  // temp_dir()/name, emptied (or made) now
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& data);
