@@ -30,7 +30,7 @@ stamp() { echo "== $(( $(date +%s) - start )) s: $*" | tee -a "$work/recipe.log"
 # Scenes use the generator's default sizes (64 to 224 px; the model sees them at 64 px).
 N_TRAIN=${N_TRAIN:-20000} N_VAL=${N_VAL:-1000}
 CLIP_STEPS=${CLIP_STEPS:-2000} LM_STEPS=${LM_STEPS:-400} TEXTQA_STEPS=${TEXTQA_STEPS:-6000} S1_STEPS=${S1_STEPS:-400}
-S2_STEPS=${S2_STEPS:-12000}
+S2_STEPS=${S2_STEPS:-20000}
 EVAL_LIMIT=${EVAL_LIMIT:-3000}
 
 stamp "data (seed $seed; held-out scenes from seed $((seed + 1000)))"
