@@ -18,7 +18,8 @@ Runner add_data(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   shapes
       ->add_option("--out", *out,
-                   "output folder (images/, llava.json, llava_text.json, captions.jsonl, pope.jsonl, scenes.jsonl, regions.jsonl, meta.json)")
+                   "output folder (images/, llava.json, llava_text.json, captions.jsonl, pope.jsonl, scenes.jsonl, "
+                   "regions.jsonl, meta.json)")
       ->required();
   shapes->add_option("--n", o->n, "number of images")->required();
   shapes->add_option("--seed", o->seed, "random seed (same seed and split: byte-identical files)");

@@ -437,7 +437,7 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
   static const std::vector<std::string> caption_prompts = {
       "Describe the image briefly.", "Give a short description of the image.", "What does this image show?",
       "Write a short caption for this image.", "Summarize the picture in one sentence."};
-  const std::string suffix = "\n" + std::string(kShortAnswerPrompt);
+  const std::string suffix = "\n" + std::string(kShortAnswerPrompt), image_marker = "<image>\n";
 
   ShapesSummary sum;
   for (int64_t i = 0; i < opt.n; ++i) {
@@ -476,18 +476,17 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
     regions << json{{"image", s.image}, {"regions", regs}}.dump() << "\n";
 
     Rng rng(shapes_key(opt, i, 6));
-    char idbuf[96];
     int conv = 0;
-    auto record = [&](const json& turns) {
-      std::snprintf(idbuf, sizeof idbuf, "%s_%06lld_%d", opt.split.c_str(), static_cast<long long>(i),
-                    conv++);
-      llava << (first_record ? "" : ",\n")
-            << json{{"id", idbuf}, {"image", s.image}, {"conversations", turns}}.dump();
+    auto record = [&](const json& turns) {  // writes a llava.json record, returns its id
+      char id[96];
+      std::snprintf(id, sizeof id, "%s_%06lld_%d", opt.split.c_str(), static_cast<long long>(i), conv++);
+      llava << (first_record ? "" : ",\n") << json{{"id", id}, {"image", s.image}, {"conversations", turns}}.dump();
       first_record = false;
       ++sum.conversations;
+      return std::string(id);
     };
     const std::vector<std::string> captions = make_captions(s, opt);
-    record(json::array({{{"from", "human"}, {"value", "<image>\n" + pick(caption_prompts, rng)}},
+    record(json::array({{{"from", "human"}, {"value", image_marker + pick(caption_prompts, rng)}},
                         {{"from", "gpt"}, {"value", pick(captions, rng)}, {"type", "caption"}}}));
     for (const std::string& c : captions) {
       caps << json{{"image", s.image}, {"caption", c}}.dump() << "\n";
@@ -497,11 +496,10 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
     // that a language model can learn to answer from a description before it sees images (its own random stream:
     // the other files do not change).
     Rng text_rng(shapes_key(opt, i, 7));
-    auto text_record = [&](const json& turns) {
-      json t = turns;
-      std::string& first = t[0]["value"].get_ref<std::string&>();
-      first = pick(captions, text_rng) + first.substr(std::string("<image>").size());
-      text << (first_text ? "" : ",\n") << json{{"id", idbuf}, {"conversations", t}}.dump();
+    auto text_record = [&](const std::string& id, json turns) {
+      std::string& first = turns[0]["value"].get_ref<std::string&>();
+      first = pick(captions, text_rng) + "\n" + first.substr(image_marker.size());
+      text << (first_text ? "" : ",\n") << json{{"id", id}, {"conversations", turns}}.dump();
       first_text = false;
     };
     std::vector<QaPair> qa = make_questions(s, opt);
@@ -514,13 +512,12 @@ ShapesSummary write_shapes_dataset(const std::string& dir, const ShapesOptions& 
         // short answer, so that a plain question ("How many red circles are there?") is answered, not captioned.
         const bool instructed = rng.below(2) == 0;
         turns.push_back({{"from", "human"},
-                         {"value", (t == 0 ? "<image>\n" : "") + qa[q].question + (instructed ? suffix : "")}});
+                         {"value", (t == 0 ? image_marker : "") + qa[q].question + (instructed ? suffix : "")}});
         turns.push_back({{"from", "gpt"}, {"value", qa[q].answer}, {"type", qa[q].type}});
         ++sum.questions;
         ++sum.questions_by_type[qa[q].type];
       }
-      record(turns);
-      text_record(turns);
+      text_record(record(turns), turns);
     }
     for (const PopeProbe& p : make_pope(s, stats, opt)) {
       pope << json{{"image", s.image},

@@ -37,8 +37,8 @@ TEST(CliDataShapes, WritesTheDatasetDeterministically) {
   const std::string a = shapes_dir(), b = test::temp_dir() + "/cli-shapes-again";
   ASSERT_EQ(iris_run("data shapes --out " + b + " --n 4 --seed 2 --text --min-size 64 --max-size 96").code,
             0);
-  for (const char* f :
-       {"llava.json", "llava_text.json", "captions.jsonl", "pope.jsonl", "scenes.jsonl", "meta.json", "images/000003.png"})
+  for (const char* f : {"llava.json", "llava_text.json", "captions.jsonl", "pope.jsonl", "scenes.jsonl", "meta.json",
+                        "images/000003.png"})
     EXPECT_EQ(test::read_file(a + "/" + f), test::read_file(b + "/" + f)) << f;
 }
 
