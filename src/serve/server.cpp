@@ -3,6 +3,7 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
@@ -491,6 +492,15 @@ Server::~Server() {
 
 int Server::bind() {
   Impl& m = *impl_;
+  // cpp-httplib (Debian's build) listens with a backlog of 5. When more clients connect at once than the
+  // accept loop drains, the kernel drops their handshakes or falls back to SYN cookies, and a client can see a
+  // reset ("Connection error") on its first request: 16 clients starting together overflowed it in every load
+  // test. The listening socket is caught as it is made, and listen() is called again with the system's maximum.
+  int listen_fd = -1;
+  m.http.set_socket_options([&listen_fd](socket_t fd) {
+    httplib::default_socket_options(fd);
+    listen_fd = fd;
+  });
   int port = m.opt.port;
   if (port == 0) {
     port = m.http.bind_to_any_port(m.opt.host);
@@ -499,6 +509,9 @@ int Server::bind() {
     IRIS_CHECK(m.http.bind_to_port(m.opt.host, port), "serve: cannot bind ", m.opt.host, ":", port,
                " (in use, or not an address of this machine)");
   }
+  m.http.set_socket_options(httplib::default_socket_options);  // the lambda's capture ends here
+  IRIS_CHECK(listen_fd >= 0 && ::listen(listen_fd, SOMAXCONN) == 0, "serve: cannot listen on ", m.opt.host, ":",
+             port);
   m.port = port;
   return port;
 }

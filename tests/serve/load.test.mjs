@@ -3,6 +3,7 @@
 // answer must be well formed, the server must not crash, and it must end idle.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import OpenAI from 'openai';
 import { makeModel, startServer, timeLimit, scenePng, fixture, dataUrl, health, waitFor } from './lib/harness.mjs';
 
@@ -17,6 +18,13 @@ const images = [dataUrl(scenePng()), dataUrl(fixture('photo_hopper_512x600_420.j
   dataUrl(fixture('synth_gray_160x120.jpg'), 'image/jpeg')];
 const questions = ['What is this?', 'Describe the picture.', 'Hello!', 'Count to five.', 'Why is the sky blue?'];
 
+// An error with its chain of causes (the openai client's "Connection error." wraps fetch's, which wraps the socket's).
+function describe(e) {
+  const parts = [];
+  for (let c = e; c && parts.length < 5; c = c.cause) parts.push(`${c.message}${c.code ? ` (${c.code})` : ''}`);
+  return parts.join(' <- ');
+}
+
 function checkPlain(r, maxTokens) {
   assert.equal(r.object, 'chat.completion');
   assert.match(r.id, /^chatcmpl-/);
@@ -27,6 +35,32 @@ function checkPlain(r, maxTokens) {
   assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
   assert.ok(r.usage.completion_tokens <= maxTokens);
 }
+
+// The kernel completes handshakes on its own, up to the listen backlog, while the accept loop is busy. The
+// server is stopped (SIGSTOP) so that nothing is accepted; every one of a burst of connections must still connect.
+// With cpp-httplib's own backlog of 5, six did, and the rest waited for SYN retransmits (or got reset).
+test('a burst of 64 connections is taken by the kernel while the server accepts nothing', async () => {
+  const url = new URL(server.url);
+  const BURST = 64;
+  server.proc.kill('SIGSTOP');
+  const sockets = [];
+  try {
+    let connected = 0;
+    for (let i = 0; i < BURST; i++) {
+      const s = connect({ host: url.hostname, port: Number(url.port) });
+      s.on('connect', () => connected++);
+      s.on('error', () => {});
+      sockets.push(s);
+    }
+    await waitFor(async () => connected === BURST, 3000);
+    assert.equal(connected, BURST, 'connections completed while the server was stopped');
+  } finally {
+    for (const s of sockets) s.destroy();
+    server.proc.kill('SIGCONT');
+  }
+  const h = await health(server);
+  assert.equal(h.active, 0);
+});
 
 test(`${CLIENTS} clients for ${SECONDS} s: every response well formed`, async () => {
   const client = new OpenAI({ baseURL: server.baseURL, apiKey: 'none', maxRetries: 0, timeout: 60000 });
@@ -92,7 +126,7 @@ test(`${CLIENTS} clients for ${SECONDS} s: every response well formed`, async ()
         await one(i, k);
       } catch (e) {
         if (e.name === 'AbortError' || e.constructor.name === 'APIUserAbortError') continue;
-        errors.push(`client ${i} request ${k}: ${e.status ?? ''} ${e.message}`);
+        errors.push(`client ${i} request ${k}: ${e.status ?? ''} ${describe(e)}`);
         if (errors.length > 20) return;
       }
     }
