@@ -5,6 +5,7 @@
 #include "cli/common.h"
 #include "io/file.h"
 #include "models/presets.h"
+#include "models/vit_clip.h"
 #include "text/tokenizer.h"
 
 namespace iris::cli {
@@ -12,7 +13,7 @@ namespace iris::cli {
 
 Runner add_init(CLI::App& app) {
   struct Opts {
-    std::string preset = "tiny-llava", config, tokenizer, out, dtype = "f32";
+    std::string preset = "tiny-llava", config, tokenizer, out, dtype = "f32", vision_positions = "normal";
     uint64_t seed = 0;
     float std = 0.02f;
   };
@@ -23,6 +24,10 @@ Runner add_init(CLI::App& app) {
   app.add_option("--out", o->out, "output folder")->required();
   app.add_option("--seed", o->seed, "random seed");
   app.add_option("--std", o->std, "standard deviation of the weights");
+  app.add_option("--vision-positions", o->vision_positions,
+                 "the vision tower's position embeddings: normal (random, like every other weight) or sincos (2-D "
+                 "sine-cosine, as MAE; for a tower trained from scratch that must say where things are)")
+      ->check(CLI::IsMember({"normal", "sincos"}));
   app.add_option("--dtype", o->dtype, "stored dtype: f32, bf16, f16")->check(CLI::IsMember({"f32", "bf16", "f16"}));
   return [o] {
     models::ModelConfig cfg = o->config.empty() ? models::preset(o->preset) : models::ModelConfig::from_file(o->config);
@@ -41,11 +46,23 @@ Runner add_init(CLI::App& app) {
                    " is not a token of the tokenizer");
     }
     auto m = models::Vlm::create(cfg, o->seed, o->std);
+    io::NamedTensors weights = m->created_weights();
+    if (o->vision_positions == "sincos") {
+      IRIS_CHECK(cfg.arch == models::Architecture::Llava, "init-model: --vision-positions needs a model with a vision tower");
+      const std::string name = "vision_tower.vision_model.embeddings.position_embedding.weight";
+      bool found = false;
+      for (auto& [n, t] : weights)
+        if (n == name) {  // the random values were still drawn: every other weight is the same as with "normal"
+          t = models::sincos_positions_2d(cfg.llava.vision);
+          found = true;
+        }
+      IRIS_CHECK(found, "init-model: no tensor ", name);
+    }
     DType dt = o->dtype == "bf16" ? DType::BF16 : o->dtype == "f16" ? DType::F16 : DType::F32;
-    models::Vlm::save_folder(o->out, cfg, m->created_weights(), dt, o->tokenizer);
+    models::Vlm::save_folder(o->out, cfg, weights, dt, o->tokenizer);
     size_t n = 0;
-    for (const auto& [name, t] : m->created_weights()) n += size_t(t.numel());
-    std::fprintf(stderr, "wrote %s: %zu tensors, %.1fM parameters\n", o->out.c_str(), m->created_weights().size(),
+    for (const auto& [name, t] : weights) n += size_t(t.numel());
+    std::fprintf(stderr, "wrote %s: %zu tensors, %.1fM parameters\n", o->out.c_str(), weights.size(),
                  double(n) / 1e6);
     return 0;
   };

@@ -1,10 +1,31 @@
 // CLIP vision tower: forward, training forward/backward, parameter slots.
 #include "models/vit_clip.h"
 
+#include <cmath>
+
 #include "ops/elementwise.h"
 #include "ops/patch.h"
 
 namespace iris::models {
+
+Tensor sincos_positions_2d(const ClipVisionConfig& cfg) {
+  const int64_t D = cfg.hidden_size, g = cfg.grid(), q = D / 4;
+  IRIS_CHECK(D % 4 == 0, "2-D sine-cosine positions need a hidden size divisible by 4, got ", D);
+  Tensor t = Tensor::zeros({cfg.num_positions(), D});
+  float* d = t.data<float>();
+  for (int64_t r = 0; r < g; ++r)
+    for (int64_t c = 0; c < g; ++c) {
+      float* row = d + (1 + r * g + c) * D;  // row 0 is the class token's
+      for (int64_t i = 0; i < q; ++i) {
+        const double omega = std::pow(10000.0, -double(i) / double(q));
+        row[i] = float(std::sin(double(r) * omega));
+        row[q + i] = float(std::cos(double(r) * omega));
+        row[2 * q + i] = float(std::sin(double(c) * omega));
+        row[3 * q + i] = float(std::cos(double(c) * omega));
+      }
+    }
+  return t;
+}
 
 void ClipVision::load(WeightLoader& w, const std::string& prefix, const ClipVisionConfig& cfg, int n_layers,
                       bool with_post_layernorm) {

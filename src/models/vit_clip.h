@@ -64,4 +64,12 @@ class ClipVision {
   std::vector<nn::ViTBlock> layers_;
 };
 
+// 2-D sine-cosine position embeddings for a (num_positions, hidden_size) position_embedding table, as MAE
+// initialises its ViT: the first half of each row encodes the patch's grid row, the second half its column, each as
+// sin and cos at hidden_size/4 frequencies 1/10000^(i/(hidden_size/4)). The class token's row is zero. A tower that
+// starts from these carries each patch's place in the image at the scale of its content; from N(0, 0.02) the
+// positions stay about 2% of a patch's embedding after CLIP-style training, and the tower's output barely says where
+// a patch is. hidden_size must be a multiple of 4.
+Tensor sincos_positions_2d(const ClipVisionConfig& cfg);
+
 }  // namespace iris::models

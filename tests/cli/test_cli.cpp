@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include "cli/cli_util.h"
+#include "test_checks.h"
 #include "test_util.h"
 
 using namespace iris;
@@ -125,6 +126,40 @@ TEST(Cli, RunGeneratesDeterministically) {
   EXPECT_EQ(s.code, 0) << s.out;
   Result bf = iris_cmd("run -m " + m + " --image " + img + " -p 'hi' -n 4 --dtype bf16 -t 1");
   EXPECT_EQ(bf.code, 0) << bf.out;
+}
+
+// --vision-positions sincos: the same random draws, so every other tensor is byte-identical to the default's; the
+// position table is the 2-D sine-cosine one, checked here against the formula written out per element.
+TEST(Cli, InitModelSincosVisionPositions) {
+  const std::string& m = tiny_model();
+  const std::string d = test::temp_dir() + "/tiny-llava-sincos";
+  Result r = iris_cmd("init-model --preset tiny-llava --seed 3 --vision-positions sincos --tokenizer " +
+                      test::shared_dir() + "/tokenizers/mistral --out " + d);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string pos = "vision_tower.vision_model.embeddings.position_embedding.weight";
+  io::Checkpoint a = io::Checkpoint::open(m), b = io::Checkpoint::open(d);
+  ASSERT_EQ(a.names(), b.names());
+  for (const std::string& name : a.names()) {
+    if (name == pos) continue;
+    EXPECT_TRUE(test::same_bytes(a.get(name), b.get(name))) << name;
+  }
+  nlohmann::json vc = nlohmann::json::parse(std::ifstream(d + "/config.json"))["vision_config"];
+  const int64_t D = vc["hidden_size"], g = int64_t(vc["image_size"]) / int64_t(vc["patch_size"]), q = D / 4;
+  Tensor t = b.get(pos);
+  ASSERT_EQ(t.shape(), (Shape{g * g + 1, D}));
+  const float* p = t.data<float>();
+  for (int64_t j = 0; j < D; ++j) EXPECT_EQ(p[j], 0.0f) << "class token, dim " << j;
+  for (int64_t k = 0; k < g * g; ++k) {
+    const double row = double(k / g), col = double(k % g);
+    for (int64_t j = 0; j < D; ++j) {
+      const int64_t part = j / q, i = j % q;  // sin(row), cos(row), sin(col), cos(col)
+      const double w = std::pow(10000.0, -double(i) / double(q)), x = (part < 2 ? row : col) * w;
+      EXPECT_NEAR(p[(k + 1) * D + j], part % 2 == 0 ? std::sin(x) : std::cos(x), 1e-6) << "patch " << k << " dim " << j;
+    }
+  }
+  Result bad = iris_cmd("init-model --preset tiny-llava --vision-positions zeros --out " + d + "-bad");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.out.find("vision-positions"), std::string::npos) << bad.out;
 }
 
 TEST(Cli, BadModelFolders) {
