@@ -15,7 +15,7 @@ Runner add_init(CLI::App& app) {
   struct Opts {
     std::string preset = "tiny-llava", config, tokenizer, out, dtype = "f32", vision_positions = "normal";
     uint64_t seed = 0;
-    float std = 0.02f;
+    float std = 0.02f, vision_positions_scale = 1.0f;
   };
   auto o = std::make_shared<Opts>();
   app.add_option("--preset", o->preset, "tiny-llava or llava-1.5-0.5b (ignored with --config)");
@@ -28,6 +28,9 @@ Runner add_init(CLI::App& app) {
                  "the vision tower's position embeddings: normal (random, like every other weight) or sincos (2-D "
                  "sine-cosine, as MAE; for a tower trained from scratch that must say where things are)")
       ->check(CLI::IsMember({"normal", "sincos"}));
+  app.add_option("--vision-positions-scale", o->vision_positions_scale,
+                 "sincos: multiply the table by this (default 1: values in [-1, 1])")
+      ->check(CLI::PositiveNumber);
   app.add_option("--dtype", o->dtype, "stored dtype: f32, bf16, f16")->check(CLI::IsMember({"f32", "bf16", "f16"}));
   return [o] {
     models::ModelConfig cfg = o->config.empty() ? models::preset(o->preset) : models::ModelConfig::from_file(o->config);
@@ -53,7 +56,7 @@ Runner add_init(CLI::App& app) {
       bool found = false;
       for (auto& [n, t] : weights)
         if (n == name) {  // the random values were still drawn: every other weight is the same as with "normal"
-          t = models::sincos_positions_2d(cfg.llava.vision);
+          t = models::sincos_positions_2d(cfg.llava.vision, o->vision_positions_scale);
           found = true;
         }
       IRIS_CHECK(found, "init-model: no tensor ", name);

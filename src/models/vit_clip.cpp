@@ -8,7 +8,7 @@
 
 namespace iris::models {
 
-Tensor sincos_positions_2d(const ClipVisionConfig& cfg) {
+Tensor sincos_positions_2d(const ClipVisionConfig& cfg, float scale) {
   const int64_t D = cfg.hidden_size, g = cfg.grid(), q = D / 4;
   IRIS_CHECK(D % 4 == 0, "2-D sine-cosine positions need a hidden size divisible by 4, got ", D);
   Tensor t = Tensor::zeros({cfg.num_positions(), D});
@@ -18,10 +18,10 @@ Tensor sincos_positions_2d(const ClipVisionConfig& cfg) {
       float* row = d + (1 + r * g + c) * D;  // row 0 is the class token's
       for (int64_t i = 0; i < q; ++i) {
         const double omega = std::pow(10000.0, -double(i) / double(q));
-        row[i] = float(std::sin(double(r) * omega));
-        row[q + i] = float(std::cos(double(r) * omega));
-        row[2 * q + i] = float(std::sin(double(c) * omega));
-        row[3 * q + i] = float(std::cos(double(c) * omega));
+        row[i] = float(scale * std::sin(double(r) * omega));
+        row[q + i] = float(scale * std::cos(double(r) * omega));
+        row[2 * q + i] = float(scale * std::sin(double(c) * omega));
+        row[3 * q + i] = float(scale * std::cos(double(c) * omega));
       }
     }
   return t;

@@ -69,7 +69,7 @@ class ClipVision {
 // sin and cos at hidden_size/4 frequencies 1/10000^(i/(hidden_size/4)). The class token's row is zero. A tower that
 // starts from these carries each patch's place in the image at the scale of its content; from N(0, 0.02) the
 // positions stay about 2% of a patch's embedding after CLIP-style training, and the tower's output barely says where
-// a patch is. hidden_size must be a multiple of 4.
-Tensor sincos_positions_2d(const ClipVisionConfig& cfg);
+// a patch is. Every value is multiplied by `scale`. hidden_size must be a multiple of 4.
+Tensor sincos_positions_2d(const ClipVisionConfig& cfg, float scale = 1.0f);
 
 }  // namespace iris::models

@@ -157,6 +157,13 @@ TEST(Cli, InitModelSincosVisionPositions) {
       EXPECT_NEAR(p[(k + 1) * D + j], part % 2 == 0 ? std::sin(x) : std::cos(x), 1e-6) << "patch " << k << " dim " << j;
     }
   }
+  // --vision-positions-scale multiplies the table.
+  Result h = iris_cmd("init-model --preset tiny-llava --seed 3 --vision-positions sincos --vision-positions-scale 0.25 "
+                      "--out " + d + "-quarter");
+  ASSERT_EQ(h.code, 0) << h.out;
+  Tensor tq = io::Checkpoint::open(d + "-quarter").get(pos);
+  ASSERT_EQ(tq.shape(), t.shape());
+  for (int64_t i = 0; i < t.numel(); ++i) ASSERT_EQ(tq.data<float>()[i], float(0.25 * double(p[i]))) << i;
   Result bad = iris_cmd("init-model --preset tiny-llava --vision-positions zeros --out " + d + "-bad");
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.out.find("vision-positions"), std::string::npos) << bad.out;
