@@ -164,9 +164,12 @@ TEST(Cli, InitModelSincosVisionPositions) {
   Tensor tq = io::Checkpoint::open(d + "-quarter").get(pos);
   ASSERT_EQ(tq.shape(), t.shape());
   for (int64_t i = 0; i < t.numel(); ++i) ASSERT_EQ(tq.data<float>()[i], float(0.25 * double(p[i]))) << i;
-  Result bad = iris_cmd("init-model --preset tiny-llava --vision-positions zeros --out " + d + "-bad");
-  EXPECT_NE(bad.code, 0);
-  EXPECT_NE(bad.out.find("vision-positions"), std::string::npos) << bad.out;
+  for (const char* args : {"--vision-positions zeros", "--vision-positions-scale 2"}) {
+    Result bad = iris_cmd("init-model --preset tiny-llava " + std::string(args) + " --out " + d + "-bad");
+    EXPECT_NE(bad.code, 0) << args;
+    EXPECT_NE(bad.out.find("vision-positions"), std::string::npos) << bad.out;
+    EXPECT_FALSE(fs::exists(d + "-bad")) << args;
+  }
 }
 
 TEST(Cli, BadModelFolders) {
