@@ -48,13 +48,13 @@ Runner add_init(CLI::App& app) {
         IRIS_CHECK(e < tok.vocab_size() || tok.eos_ids().empty(), "init-model: eos_token_id ", e,
                    " is not a token of the tokenizer");
     }
-    auto m = models::Vlm::create(cfg, o->seed, o->std);
-    io::NamedTensors weights = m->created_weights();
     IRIS_CHECK(o->vision_positions == "sincos" || o->vision_positions_scale == 1.0f,
                "init-model: --vision-positions-scale needs --vision-positions sincos");
+    IRIS_CHECK(o->vision_positions != "sincos" || cfg.arch == models::Architecture::Llava,
+               "init-model: --vision-positions sincos needs a model with a vision tower");
+    auto m = models::Vlm::create(cfg, o->seed, o->std);
+    io::NamedTensors weights = m->created_weights();
     if (o->vision_positions == "sincos") {
-      IRIS_CHECK(cfg.arch == models::Architecture::Llava,
-                 "init-model: --vision-positions sincos needs a model with a vision tower");
       const std::string name = "vision_tower.vision_model.embeddings.position_embedding.weight";
       bool found = false;
       for (auto& [n, t] : weights)
