@@ -2,6 +2,7 @@
 // pixel values (.npy), a prompt or input ids (.npy). Outputs float32/int64 .npy files shaped as Hugging Face
 // shapes them (batch first).
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/common.h"
 #include "io/npy.h"
@@ -26,71 +27,130 @@ std::vector<int32_t> ids_from_npy(const std::string& path) {
   return ids;
 }
 
-Tensor batch1(const Tensor& t) { return t.unsqueeze(0).contiguous(); }
+// Rows of several (n_i, D) tensors: stacked (k, n, D) when every image gives the same count and the family
+// batches images (LLaVA), else concatenated (sum n_i, D) as Qwen2-VL's vision tower returns them.
+Tensor join_rows(const std::vector<Tensor>& parts, bool stack) {
+  int64_t rows = 0, D = parts.empty() ? 0 : parts[0].dim(1);
+  for (const Tensor& t : parts) rows += t.dim(0);
+  Tensor out = Tensor::empty({rows, D});
+  int64_t r = 0;
+  for (const Tensor& t : parts) {
+    Tensor c = t.contiguous();
+    std::copy_n(c.data<float>(), c.numel(), out.data<float>() + r * D);
+    r += c.dim(0);
+  }
+  if (stack && !parts.empty()) return out.view({int64_t(parts.size()), parts[0].dim(0), D});
+  return out;
+}
 
 }  // namespace
 
 Runner add_forward(CLI::App& app) {
   struct Opts {
     ModelFlags model;
-    std::string image, pixel_values, prompt, input_ids;
+    std::vector<std::string> images;
+    std::string pixel_values, image_grid_thw, prompt, input_ids;
     std::string save_logits, save_pixel_values, save_vision_hidden, save_image_features, save_generated_ids;
+    std::string save_processor_outputs, save_position_ids;
     int generate = 0;
   };
   auto o = std::make_shared<Opts>();
   o->model.add(app);
-  app.add_option("--image", o->image, "image file");
-  app.add_option("--pixel-values", o->pixel_values, "normalised pixel values .npy, (1, 3, H, W) float32");
+  app.add_option("--image", o->images, "image file; repeat for several images (in the prompt's order)");
+  app.add_option("--pixel-values", o->pixel_values,
+                 "pixel values .npy in the shape the Hugging Face model takes: LLaVA (n, 3, H, W), Qwen2-VL "
+                 "(patches, 1176) float32");
+  app.add_option("--image-grid-thw", o->image_grid_thw, "Qwen2-VL: image_grid_thw .npy (n, 3) int64 for --pixel-values");
   app.add_option("-p,--prompt", o->prompt, "prompt text (rendered with the chat template)");
   app.add_option("--input-ids", o->input_ids, "input ids .npy, (1, S) int64, image tokens already expanded");
   app.add_option("--save-logits", o->save_logits, "write logits at every prompt position, (1, S, V) float32");
-  app.add_option("--save-pixel-values", o->save_pixel_values, "write the pixel values, (1, 3, H, W)");
-  app.add_option("--save-vision-hidden", o->save_vision_hidden, "write the selected vision layer, (1, tokens, Dv)");
-  app.add_option("--save-image-features", o->save_image_features, "write the projector output, (1, n, D)");
+  app.add_option("--save-pixel-values", o->save_pixel_values, "write the pixel values as the model takes them");
+  app.add_option("--save-processor-outputs", o->save_processor_outputs,
+                 "write the processor's outputs into this folder under Hugging Face's names: pixel_values.npy, "
+                 "image_grid_thw.npy (Qwen2-VL), input_ids.npy (the expanded prompt)");
+  app.add_option("--save-vision-hidden", o->save_vision_hidden,
+                 "write the vision tower's last hidden state before selection / merging: LLaVA (n, tokens, Dv) "
+                 "class token first, Qwen2-VL (patches, Dv)");
+  app.add_option("--save-image-features", o->save_image_features,
+                 "write the rows spliced at the image tokens: LLaVA (n, tokens, D), Qwen2-VL (tokens, D)");
+  app.add_option("--save-position-ids", o->save_position_ids,
+                 "write the rotary positions of the prompt, (streams, 1, S) int64 (3 streams for M-RoPE)");
   app.add_option("--generate", o->generate, "continue greedily for N tokens with the KV cache (EOS ignored)");
   app.add_option("--save-generated-ids", o->save_generated_ids, "write the generated ids, (1, N) int64");
   return [o] {
     o->model.apply_threads();
     o->model.resolve();
-    IRIS_CHECK(o->image.empty() || o->pixel_values.empty(), "give --image or --pixel-values, not both");
+    IRIS_CHECK(o->images.empty() || o->pixel_values.empty(), "give --image or --pixel-values, not both");
+    IRIS_CHECK(o->image_grid_thw.empty() || !o->pixel_values.empty(), "--image-grid-thw goes with --pixel-values");
     IRIS_CHECK(o->prompt.empty() != o->input_ids.empty(), "give exactly one of -p/--prompt and --input-ids");
     auto engine = runtime::Engine::load(o->model.model, o->model.engine_options());
     const models::Vlm& m = engine->model();
-    // Pixels.
-    Tensor px;
-    if (!o->image.empty()) {
-      vision::Image img = vision::load_image(o->image, o->model.engine_options().decode);
-      std::vector<float> v = engine->pixel_values(img);
-      px = Tensor::from_vector(v, {1, 3, engine->preprocess_config().out_height(), engine->preprocess_config().out_width()});
+    // Pixels, one entry per image.
+    std::vector<models::ImagePixels> pixels;
+    if (!o->images.empty()) {
+      for (const std::string& path : o->images)
+        pixels.push_back(engine->process_image(vision::load_image(path, o->model.engine_options().decode)));
     } else if (!o->pixel_values.empty()) {
-      px = io::load_npy(o->pixel_values);
-      IRIS_CHECK(px.ndim() == 4 && px.dim(0) == 1 && px.dtype() == DType::F32, o->pixel_values,
-                 ": pixel values must be float32 (1, C, H, W), got ", dtype_name(px.dtype()), " ", shape_str(px.shape()));
+      Tensor pv = io::load_npy(o->pixel_values);
+      Tensor grid = o->image_grid_thw.empty() ? Tensor() : io::load_npy(o->image_grid_thw);
+      try {
+        pixels = m.processor().split_pixel_values(pv, grid);
+      } catch (const Error& e) {
+        throw Error(str_cat(o->pixel_values, ": ", e.what()));
+      }
     }
+    const bool stacked = !pixels.empty() && m.processor().batch_pixel_values(pixels).ndim() == 4;
     if (!o->save_pixel_values.empty()) {
-      IRIS_CHECK(px.defined(), "--save-pixel-values needs --image or --pixel-values");
-      io::save_npy(o->save_pixel_values, px);
+      IRIS_CHECK(!pixels.empty(), "--save-pixel-values needs --image or --pixel-values");
+      io::save_npy(o->save_pixel_values, m.processor().batch_pixel_values(pixels));
     }
-    std::vector<Tensor> images;
-    if (px.defined()) {
-      models::ImageEncoding enc = m.encode_image(px.data<float>(), px.dim(1), px.dim(2), px.dim(3));
-      if (!o->save_vision_hidden.empty()) io::save_npy(o->save_vision_hidden, batch1(enc.selected_layer));
-      if (!o->save_image_features.empty()) io::save_npy(o->save_image_features, batch1(enc.embeddings));
-      images.push_back(enc.embeddings);
+    std::vector<models::ImageFeatures> images;
+    std::vector<Tensor> hidden, feats;
+    for (const models::ImagePixels& px : pixels) {
+      Tensor h;
+      nn::Tap tap = [&h](std::string_view name, int il, const float* data, int64_t rows, int64_t cols) {
+        if (name != "vision_hidden" || il != -1) return;
+        h = Tensor::empty({rows, cols});
+        std::copy_n(data, rows * cols, h.data<float>());
+      };
+      models::ImageFeatures f = m.encode_image(px, tap);
+      hidden.push_back(h);
+      feats.push_back(f.embeddings);
+      images.push_back(std::move(f));
+    }
+    if (!o->save_vision_hidden.empty()) {
+      IRIS_CHECK(!pixels.empty(), "--save-vision-hidden needs --image or --pixel-values");
+      io::save_npy(o->save_vision_hidden, join_rows(hidden, stacked));
+    }
+    if (!o->save_image_features.empty()) {
+      IRIS_CHECK(!pixels.empty(), "--save-image-features needs --image or --pixel-values");
+      io::save_npy(o->save_image_features, join_rows(feats, stacked));
     }
     // Ids.
     std::vector<int32_t> ids;
     if (!o->input_ids.empty()) {
       ids = ids_from_npy(o->input_ids);
     } else {
-      ids = engine->tokenize_prompt(engine->render_prompt({{"user", o->prompt, px.defined() ? 1 : 0}}));
+      ids = engine->tokenize_prompt(engine->render_prompt({{"user", o->prompt, int(pixels.size())}}), pixels);
     }
     const int64_t S = int64_t(ids.size()), V = m.text().vocab_size();
+    if (!o->save_processor_outputs.empty()) {
+      const std::string d = o->save_processor_outputs;
+      std::filesystem::create_directories(d);
+      std::vector<int64_t> ids64(ids.begin(), ids.end());
+      io::save_npy(d + "/input_ids.npy", Tensor::from_vector(ids64, {1, S}));
+      if (!pixels.empty()) {
+        io::save_npy(d + "/pixel_values.npy", m.processor().batch_pixel_values(pixels));
+        for (const auto& [name, t] : m.processor().extra_outputs(pixels)) io::save_npy(d + "/" + name + ".npy", t);
+      }
+    }
     IRIS_CHECK(S + o->generate <= engine->n_ctx(), "the prompt (", S, " tokens) and ", o->generate,
                " generated tokens do not fit the context of ", engine->n_ctx(), " (raise it with -c)");
-    Tensor emb = m.embed_prompt(ids, images);
+    const models::PromptInput in = m.prepare_prompt(ids, images);
+    if (!o->save_position_ids.empty())
+      io::save_npy(o->save_position_ids, Tensor::from_vector(in.positions.ids, {in.positions.n_streams, 1, S}));
     runtime::Session session(m, engine->n_ctx());
-    std::vector<float> logits = session.prefill(emb, /*all_logits=*/true);
+    std::vector<float> logits = session.prefill(in, /*all_logits=*/true);
     if (!o->save_logits.empty()) io::save_npy(o->save_logits, Tensor::from_vector(logits, {1, S, V}));
     if (o->generate > 0) {
       std::vector<int64_t> gen;

@@ -40,11 +40,15 @@ Runner add_run(CLI::App& app) {
       msgs.push_back({"user", o->prompt, int(imgs.size())});
       prompt = engine->render_prompt(msgs);
     }
-    std::vector<int32_t> ids = engine->tokenize_prompt(prompt);
+    std::vector<models::ImagePixels> pixels;
+    for (const vision::Image& img : imgs) pixels.push_back(engine->process_image(img));
+    std::vector<int32_t> ids = engine->tokenize_prompt(prompt, pixels);
     if (o->verbose_prompt) std::fprintf(stderr, "prompt (%zu tokens):\n%s\n", ids.size(), prompt.c_str());
+    IRIS_CHECK(int64_t(ids.size()) < engine->n_ctx(), "the prompt has ", ids.size(), " tokens (images included) but "
+               "the context holds ", engine->n_ctx(), " (raise it with -c, or lower --max-pixels)");
     auto t0 = std::chrono::steady_clock::now();
-    std::vector<Tensor> embs;
-    for (const vision::Image& img : imgs) embs.push_back(engine->encode_image(img));
+    std::vector<models::ImageFeatures> embs;
+    for (const models::ImagePixels& px : pixels) embs.push_back(engine->encode_image(px));
     double enc_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     runtime::GenerateOptions g;
     g.max_new_tokens = o->n_predict;

@@ -44,6 +44,8 @@ void ModelFlags::add(CLI::App& app) {
   app.add_option("-c,--ctx-size", ctx, "context length in tokens (default: the model's, at most 4096)");
   app.add_option("--image-pad", image_pad, "none: resize + center crop; square: pad to a square with the mean colour first (original LLaVA-1.5)")
       ->check(CLI::IsMember({"none", "square"}));
+  app.add_option("--min-pixels", min_pixels, "Qwen2-VL: fewest pixels an image is resized to (default: the folder's)");
+  app.add_option("--max-pixels", max_pixels, "Qwen2-VL: most pixels an image is resized to, bounding its tokens (default: the folder's)");
   app.add_option("--max-image-pixels", max_image_pixels, "refuse images with more pixels than this (checked before decoding)");
   app.add_flag("--no-exif", no_exif, "ignore EXIF orientation");
   app.add_option("--lora", lora, "LoRA adapter folder as PEFT writes it (adapter_config.json + adapter_model.safetensors)");
@@ -60,7 +62,11 @@ runtime::EngineOptions ModelFlags::engine_options() const {
                      : dtype == "bf16" ? models::WeightPrecision::BF16
                                        : models::WeightPrecision::Auto;
   o.n_ctx = ctx;
-  o.pad_to_square = image_pad == "square";
+  o.process.pad_to_square = image_pad == "square";
+  o.process.min_pixels = min_pixels;
+  o.process.max_pixels = max_pixels;
+  IRIS_CHECK(min_pixels >= 0 && max_pixels >= 0 && (min_pixels == 0 || max_pixels == 0 || min_pixels <= max_pixels),
+             "--min-pixels ", min_pixels, " and --max-pixels ", max_pixels, ": expected 0 <= min <= max");
   o.decode.max_pixels = max_image_pixels;
   o.decode.apply_exif_orientation = !no_exif;
   if (!lora.empty()) {

@@ -93,13 +93,15 @@ class Runner {
       if (!vision_ || image.empty()) m.n_images = 0;  // a text model, or a text-only record
       n_images += m.n_images;
     }
-    const std::vector<int32_t> ids = engine_.tokenize_prompt(engine_.render_prompt(messages));
-    if (int64_t(ids.size()) + 1 >= engine_.n_ctx()) return false;
-    std::vector<Tensor> embs;
+    std::vector<models::ImageFeatures> embs;
     if (n_images > 0) {
-      const Tensor& e = embedding(image);
+      const models::ImageFeatures& e = embedding(image);
       for (int i = 0; i < n_images; ++i) embs.push_back(e);
     }
+    std::vector<int64_t> counts;
+    for (const auto& e : embs) counts.push_back(e.n_tokens());
+    const std::vector<int32_t> ids = engine_.tokenize_prompt(engine_.render_prompt(messages), counts);
+    if (int64_t(ids.size()) + 1 >= engine_.n_ctx()) return false;
     runtime::GenerateOptions g;
     g.max_new_tokens = max_tokens;  // greedy: default sampling has temperature 0
     *out = trim(engine_.generate(ids, embs, g).text);
@@ -107,7 +109,7 @@ class Runner {
   }
 
  private:
-  const Tensor& embedding(const std::string& image) {
+  const models::ImageFeatures& embedding(const std::string& image) {
     for (auto it = cache_.begin(); it != cache_.end(); ++it)
       if (it->first == image) {
         cache_.splice(cache_.begin(), cache_, it);
@@ -134,7 +136,7 @@ class Runner {
   const EvalOptions& opt_;
   std::string images_dir_;
   bool vision_;
-  std::list<std::pair<std::string, Tensor>> cache_;  // most recent first
+  std::list<std::pair<std::string, models::ImageFeatures>> cache_;  // most recent first
 };
 
 class Progress {

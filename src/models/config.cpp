@@ -76,8 +76,19 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
   IRIS_CHECK(j.is_object(), "text config must be an object");
   if (j.contains("model_type") && j["model_type"].is_string()) {
     std::string mt = j["model_type"];
-    IRIS_CHECK(mt == "llama", "text model_type '", mt,
-               "' is not supported (supported: llama)");
+    // Qwen2-VL keeps its text fields at the top level of its config (model_type qwen2_vl / qwen2_5_vl), or in a
+    // text_config in newer transformers.
+    if (mt == "qwen2_vl" || mt == "qwen2_5_vl" || mt == "qwen2_vl_text" || mt == "qwen2_5_vl_text") mt = "qwen2";
+    IRIS_CHECK(mt == "llama" || mt == "qwen2", "text model_type '", mt, "' is not supported (supported: llama, qwen2)");
+    c.model_type = mt;
+  }
+  if (c.model_type == "qwen2") {  // Qwen2Config's defaults
+    c.attention_bias = true;      // q, k, v always have biases in Qwen2
+    c.vocab_size = 151936;
+    c.intermediate_size = 22016;
+    c.max_position_embeddings = 32768;
+    c.bos_token_id.reset();
+    c.eos_token_ids.clear();
   }
   get_opt(j, "vocab_size", c.vocab_size);
   get_opt(j, "hidden_size", c.hidden_size);
@@ -90,8 +101,14 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
   get_opt(j, "hidden_act", c.hidden_act);
   get_opt(j, "rms_norm_eps", c.rms_norm_eps);
   get_opt(j, "rope_theta", c.rope_theta);
-  get_opt(j, "attention_bias", c.attention_bias);
-  get_opt(j, "mlp_bias", c.mlp_bias);
+  if (c.model_type == "llama") {
+    get_opt(j, "attention_bias", c.attention_bias);
+    get_opt(j, "mlp_bias", c.mlp_bias);
+  } else {
+    get_opt(j, "use_sliding_window", c.use_sliding_window);
+    get_opt(j, "sliding_window", c.sliding_window);
+    get_opt(j, "max_window_layers", c.max_window_layers);
+  }
   get_opt(j, "tie_word_embeddings", c.tie_word_embeddings);
   if (c.num_key_value_heads <= 0) c.num_key_value_heads = c.num_attention_heads;
   if (c.head_dim <= 0 && c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
@@ -115,6 +132,12 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
     get_opt(r, "low_freq_factor", s.low_freq_factor);
     get_opt(r, "high_freq_factor", s.high_freq_factor);
     get_opt(r, "original_max_position_embeddings", s.original_max_position_embeddings);
+    if (r.contains("mrope_section")) {
+      get_opt(r, "mrope_section", c.mrope_section);
+      IRIS_CHECK(!c.mrope_section.empty(), "rope_scaling mrope_section is empty");
+      for (int v : c.mrope_section) IRIS_CHECK(v >= 0, "rope_scaling mrope_section has a negative entry ", v);
+    }
+    if (s.type == "mrope") s.type = "default";  // transformers reads "mrope" as default RoPE over three streams
     IRIS_CHECK(s.type == "default" || s.type == "linear" || s.type == "llama3", "rope_scaling type '", s.type,
                "' is not supported (supported: linear, llama3)");
     IRIS_CHECK(s.factor > 0, "rope_scaling factor must be positive, got ", s.factor);
@@ -138,11 +161,23 @@ void LlamaConfig::validate() const {
   IRIS_CHECK(hidden_act == "silu" || hidden_act == "swish", "text hidden_act '", hidden_act,
              "' is not supported (supported: silu)");
   IRIS_CHECK(rope_theta > 0, "rope_theta must be positive");
+  if (!mrope_section.empty()) {
+    long sum = 0;
+    for (int v : mrope_section) sum += v;
+    IRIS_CHECK(sum == head_dim / 2, "rope_scaling mrope_section sums to ", sum, " but head_dim / 2 is ", head_dim / 2);
+  }
+  if (use_sliding_window) check_positive("sliding_window", sliding_window);
+}
+
+int64_t LlamaConfig::exact_context() const {
+  if (use_sliding_window && max_window_layers < num_hidden_layers)
+    return std::min<int64_t>(max_position_embeddings, sliding_window);
+  return max_position_embeddings;
 }
 
 json LlamaConfig::to_json() const {
-  json j{{"model_type", "llama"},
-         {"architectures", {"LlamaForCausalLM"}},
+  json j{{"model_type", model_type},
+         {"architectures", {model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
          {"vocab_size", vocab_size},
          {"hidden_size", hidden_size},
          {"intermediate_size", intermediate_size},
@@ -156,11 +191,16 @@ json LlamaConfig::to_json() const {
          {"rope_theta", rope_theta},
          {"attention_bias", attention_bias},
          {"mlp_bias", mlp_bias},
+         {"use_sliding_window", use_sliding_window},
+         {"sliding_window", sliding_window},
+         {"max_window_layers", max_window_layers},
          {"tie_word_embeddings", tie_word_embeddings},
          {"torch_dtype", "float32"}};
   j["bos_token_id"] = bos_token_id ? json(*bos_token_id) : json(nullptr);
   j["eos_token_id"] = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
-  if (rope_scaling.type == "default") {
+  if (!mrope_section.empty()) {
+    j["rope_scaling"] = {{"type", "mrope"}, {"mrope_section", mrope_section}};
+  } else if (rope_scaling.type == "default") {
     j["rope_scaling"] = nullptr;
   } else {
     j["rope_scaling"] = {{"rope_type", rope_scaling.type}, {"factor", rope_scaling.factor}};
@@ -270,6 +310,181 @@ json LlavaConfig::to_json() const {
   return j;
 }
 
+const LlamaConfig& ModelConfig::text() const {
+  return arch == Architecture::Qwen2VL || arch == Architecture::Qwen2_5VL ? qwen2_vl.text : llava.text;
+}
+
+LlamaConfig& ModelConfig::text() {
+  return arch == Architecture::Qwen2VL || arch == Architecture::Qwen2_5VL ? qwen2_vl.text : llava.text;
+}
+
+// ---- Qwen2-VL -------------------------------------------------------------------------------------------
+
+Qwen2VLVisionConfig Qwen2VLVisionConfig::from_json(const json& j, bool v25) {
+  Qwen2VLVisionConfig c;
+  IRIS_CHECK(j.is_object(), "vision_config must be an object");
+  c.v25 = v25;
+  get_opt(j, "depth", c.depth);
+  get_opt(j, "num_heads", c.num_heads);
+  get_opt(j, "in_chans", c.in_chans);
+  get_opt(j, "in_channels", c.in_chans);
+  get_opt(j, "patch_size", c.patch_size);
+  get_opt(j, "spatial_merge_size", c.spatial_merge_size);
+  get_opt(j, "temporal_patch_size", c.temporal_patch_size);
+  if (!v25) {  // Qwen2VLVisionConfig: embed_dim, hidden_size (the merger's output), mlp_ratio
+    int mlp_ratio = 4;
+    c.hidden_act = "quick_gelu";
+    get_opt(j, "embed_dim", c.embed_dim);
+    get_opt(j, "hidden_size", c.out_dim);
+    get_opt(j, "mlp_ratio", mlp_ratio);
+    get_opt(j, "hidden_act", c.hidden_act);
+    c.intermediate = c.embed_dim * mlp_ratio;
+  } else {     // Qwen2_5_VLVisionConfig: hidden_size (the tower), out_hidden_size, intermediate_size, windows
+    c.embed_dim = 3584;
+    c.out_dim = 3584;
+    c.intermediate = 3420;
+    c.hidden_act = "silu";
+    c.fullatt_block_indexes = {7, 15, 23, 31};
+    get_opt(j, "hidden_size", c.embed_dim);
+    get_opt(j, "out_hidden_size", c.out_dim);
+    get_opt(j, "intermediate_size", c.intermediate);
+    get_opt(j, "hidden_act", c.hidden_act);
+    get_opt(j, "window_size", c.window_size);
+    get_opt(j, "fullatt_block_indexes", c.fullatt_block_indexes);
+  }
+  c.validate();
+  return c;
+}
+
+void Qwen2VLVisionConfig::validate() const {
+  check_positive("vision depth", depth);
+  check_positive("vision embed_dim", embed_dim);
+  check_positive("vision output size", out_dim);
+  check_positive("vision num_heads", num_heads);
+  check_positive("vision MLP size", intermediate);
+  check_positive("vision in_chans", in_chans);
+  check_positive("vision patch_size", patch_size);
+  check_positive("vision spatial_merge_size", spatial_merge_size);
+  check_positive("vision temporal_patch_size", temporal_patch_size);
+  IRIS_CHECK(embed_dim % num_heads == 0, "vision embed_dim ", embed_dim, " is not divisible by num_heads ", num_heads);
+  IRIS_CHECK(head_dim() % 4 == 0, "vision head_dim ", head_dim(), " must be a multiple of 4 (2-D rotary embedding)");
+  if (v25) {
+    check_positive("vision window_size", window_size);
+    const int unit = spatial_merge_size * patch_size;
+    IRIS_CHECK(window_size % unit == 0 && window_size / unit >= 1, "vision window_size ", window_size,
+               " is not a positive multiple of patch_size * spatial_merge_size = ", unit);
+    for (int b : fullatt_block_indexes)
+      IRIS_CHECK(b >= 0 && b < depth, "vision fullatt_block_indexes has ", b, ", outside [0, ", depth, ")");
+  }
+}
+
+json Qwen2VLVisionConfig::to_json() const {
+  json j{{"depth", depth},
+         {"num_heads", num_heads},
+         {"in_chans", in_chans},
+         {"patch_size", patch_size},
+         {"spatial_merge_size", spatial_merge_size},
+         {"temporal_patch_size", temporal_patch_size},
+         {"hidden_act", hidden_act}};
+  if (!v25) {
+    j["model_type"] = "qwen2_vl";
+    j["embed_dim"] = embed_dim;
+    j["hidden_size"] = out_dim;
+    j["mlp_ratio"] = intermediate / embed_dim;
+  } else {
+    j["model_type"] = "qwen2_5_vl";
+    j["hidden_size"] = embed_dim;
+    j["out_hidden_size"] = out_dim;
+    j["intermediate_size"] = intermediate;
+    j["window_size"] = window_size;
+    j["fullatt_block_indexes"] = fullatt_block_indexes;
+    j["tokens_per_second"] = 2;
+  }
+  return j;
+}
+
+Qwen2VLConfig Qwen2VLConfig::from_json(const json& j, bool v25) {
+  Qwen2VLConfig c;
+  // transformers <= 4.51 keeps the text fields at the top level; later versions nest them in text_config.
+  const json& tj = j.contains("text_config") && j["text_config"].is_object() ? j["text_config"] : j;
+  json t = tj;
+  t["model_type"] = "qwen2";
+  c.text = LlamaConfig::from_json(t);
+  IRIS_CHECK(!c.text.mrope_section.empty(), "config: a ", v25 ? "Qwen2.5-VL" : "Qwen2-VL",
+             " model needs rope_scaling.mrope_section (M-RoPE)");
+  IRIS_CHECK(j.contains("vision_config") && j["vision_config"].is_object(), "config: vision_config is missing");
+  c.vision = Qwen2VLVisionConfig::from_json(j["vision_config"], v25);
+  for (const json* src : {&tj, &j}) {
+    get_opt(*src, "image_token_id", c.image_token_id);
+    get_opt(*src, "video_token_id", c.video_token_id);
+    get_opt(*src, "vision_start_token_id", c.vision_start_token_id);
+    get_opt(*src, "vision_end_token_id", c.vision_end_token_id);
+  }
+  IRIS_CHECK(c.vision.out_dim == c.text.hidden_size, "config: the vision merger outputs ", c.vision.out_dim,
+             " values per token but the text hidden size is ", c.text.hidden_size);
+  for (int id : {c.image_token_id, c.vision_start_token_id, c.vision_end_token_id})
+    IRIS_CHECK(id >= 0 && id < c.text.vocab_size, "config: vision token id ", id, " is outside the vocabulary [0, ",
+               c.text.vocab_size, ")");
+  return c;
+}
+
+json Qwen2VLConfig::to_json() const {
+  json j = text.to_json();
+  const bool v25 = vision.v25;
+  j["architectures"] = {v25 ? "Qwen2_5_VLForConditionalGeneration" : "Qwen2VLForConditionalGeneration"};
+  j["model_type"] = v25 ? "qwen2_5_vl" : "qwen2_vl";
+  j["vision_config"] = vision.to_json();
+  j["image_token_id"] = image_token_id;
+  j["video_token_id"] = video_token_id;
+  j["vision_start_token_id"] = vision_start_token_id;
+  j["vision_end_token_id"] = vision_end_token_id;
+  return j;
+}
+
+// ---- the registry -----------------------------------------------------------------------------------------
+
+namespace {
+
+// One row per family: the Hugging Face class names and model_type that select it, and how its config parses.
+struct Family {
+  Architecture arch;
+  const char* class_name;
+  const char* model_type;
+  void (*parse)(const json& j, ModelConfig& m);
+};
+
+const Family kFamilies[] = {
+    {Architecture::Llava, "LlavaForConditionalGeneration", "llava",
+     [](const json& j, ModelConfig& m) { m.llava = LlavaConfig::from_json(j); }},
+    {Architecture::Qwen2VL, "Qwen2VLForConditionalGeneration", "qwen2_vl",
+     [](const json& j, ModelConfig& m) { m.qwen2_vl = Qwen2VLConfig::from_json(j, false); }},
+    {Architecture::Qwen2_5VL, "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl",
+     [](const json& j, ModelConfig& m) { m.qwen2_vl = Qwen2VLConfig::from_json(j, true); }},
+    {Architecture::Llama, "LlamaForCausalLM", "llama",
+     [](const json& j, ModelConfig& m) { m.llava.text = LlamaConfig::from_json(j); }},
+    {Architecture::Llama, "Qwen2ForCausalLM", "qwen2",
+     [](const json& j, ModelConfig& m) { m.llava.text = LlamaConfig::from_json(j); }},
+};
+
+}  // namespace
+
+std::string ModelConfig::architecture_name() const {
+  if (arch == Architecture::Llama) return text().model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  for (const Family& f : kFamilies)
+    if (f.arch == arch) return f.class_name;
+  return "?";
+}
+
+json ModelConfig::to_json() const {
+  switch (arch) {
+    case Architecture::Llava: return llava.to_json();
+    case Architecture::Qwen2VL:
+    case Architecture::Qwen2_5VL: return qwen2_vl.to_json();
+    case Architecture::Llama: break;
+  }
+  return text().to_json();
+}
+
 ModelConfig ModelConfig::from_json(const json& j) {
   IRIS_CHECK(j.is_object(), "config.json must be a JSON object");
   ModelConfig m;
@@ -279,18 +494,15 @@ ModelConfig ModelConfig::from_json(const json& j) {
       j["architectures"][0].is_string())
     arch = j["architectures"][0];
   if (j.contains("model_type") && j["model_type"].is_string()) model_type = j["model_type"];
-  if (arch == "LlavaForConditionalGeneration" || (arch.empty() && model_type == "llava")) {
-    m.arch = Architecture::Llava;
-    m.llava = LlavaConfig::from_json(j);
-  } else if (arch == "LlamaForCausalLM" ||
-             (arch.empty() && model_type == "llama")) {
-    m.arch = Architecture::Llama;
-    m.llava.text = LlamaConfig::from_json(j);
-  } else {
-    throw Error(str_cat("unknown architecture '", arch.empty() ? model_type : arch,
-                        "' (supported: LlavaForConditionalGeneration, LlamaForCausalLM)"));
+  for (const Family& f : kFamilies) {
+    if (arch.empty() ? model_type != f.model_type : arch != f.class_name) continue;
+    m.arch = f.arch;
+    f.parse(j, m);
+    return m;
   }
-  return m;
+  std::string supported;
+  for (const Family& f : kFamilies) supported += std::string(supported.empty() ? "" : ", ") + f.class_name;
+  throw Error(str_cat("unknown architecture '", arch.empty() ? model_type : arch, "' (supported: ", supported, ")"));
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {

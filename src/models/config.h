@@ -34,8 +34,10 @@ struct RopeScaling {
   int original_max_position_embeddings = 8192;           // llama3
 };
 
-// LlamaConfig.
+// LlamaConfig, and the LLaMA-style decoders that share its weight names (Qwen2Config: q/k/v biases, no o_proj
+// bias, M-RoPE in Qwen2-VL's text model).
 struct LlamaConfig {
+  std::string model_type = "llama";  // "llama" or "qwen2" (what config.json says; decides the biases' defaults)
   int vocab_size = 32000;
   int hidden_size = 4096;
   int intermediate_size = 11008;
@@ -48,12 +50,20 @@ struct LlamaConfig {
   float rms_norm_eps = 1e-6f;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
-  bool attention_bias = false;
+  bool attention_bias = false;  // q, k, v (and o for Llama) have biases
   bool mlp_bias = false;
+  std::vector<int> mrope_section;  // M-RoPE (Qwen2-VL): frequency pairs per position stream (t, h, w); empty: plain
+  // Qwen2's sliding window (use_sliding_window: layers >= max_window_layers attend to the last sliding_window keys).
+  bool use_sliding_window = false;
+  int sliding_window = 4096, max_window_layers = 28;
   bool tie_word_embeddings = false;
   std::optional<int> bos_token_id = 1;
   std::vector<int> eos_token_ids = {2};
 
+  bool o_bias() const { return attention_bias && model_type == "llama"; }  // Qwen2's o_proj has none
+  // The longest sequence the decoder computes exactly: a sliding window that is on shortens it (iris runs full
+  // attention, which equals the window's while the sequence fits in it).
+  int64_t exact_context() const;
   static LlamaConfig from_json(const nlohmann::json& j);
   nlohmann::json to_json() const;
   void validate() const;
@@ -80,14 +90,51 @@ struct LlavaConfig {
   void validate() const;
 };
 
-// What a config.json describes.
-enum class Architecture { Llava, Llama };
+// Qwen2-VL's vision_config (Qwen2VLVisionConfig) and Qwen2.5-VL's (Qwen2_5_VLVisionConfig), in one struct:
+// `v25` picks the Qwen2.5-VL block (RMSNorm, gated MLP, window attention).
+struct Qwen2VLVisionConfig {
+  bool v25 = false;
+  int depth = 32;
+  int embed_dim = 1280;      // the tower's width (Qwen2.5-VL calls it hidden_size)
+  int out_dim = 1536;        // the merger's output = the text hidden size (Qwen2-VL: hidden_size; 2.5: out_hidden_size)
+  int num_heads = 16;
+  int intermediate = 5120;   // MLP width (Qwen2-VL: embed_dim * mlp_ratio; 2.5: intermediate_size)
+  int in_chans = 3;
+  int patch_size = 14, spatial_merge_size = 2, temporal_patch_size = 2;
+  std::string hidden_act = "quick_gelu";
+  int window_size = 112;                    // 2.5 only: attention window in pixels
+  std::vector<int> fullatt_block_indexes;   // 2.5 only: blocks with full attention
+  int head_dim() const { return embed_dim / num_heads; }
+  int patch_dim() const { return in_chans * temporal_patch_size * patch_size * patch_size; }
+  static Qwen2VLVisionConfig from_json(const nlohmann::json& j, bool v25);
+  nlohmann::json to_json() const;
+  void validate() const;
+};
+
+// Qwen2VLConfig / Qwen2_5_VLConfig: the vision tower with its patch merger, and a Qwen2 decoder with M-RoPE.
+struct Qwen2VLConfig {
+  Qwen2VLVisionConfig vision;
+  LlamaConfig text;  // model_type qwen2, mrope_section set
+  int image_token_id = 151655, video_token_id = 151656, vision_start_token_id = 151652, vision_end_token_id = 151653;
+  static Qwen2VLConfig from_json(const nlohmann::json& j, bool v25);
+  nlohmann::json to_json() const;
+};
+
+// What a config.json describes (models/registry.cpp maps its `architectures` / `model_type` to one of these).
+enum class Architecture { Llama, Llava, Qwen2VL, Qwen2_5VL };
 
 struct ModelConfig {
   Architecture arch = Architecture::Llama;
-  LlavaConfig llava;  // for Llava: all fields; for Llama: only .text is used
-  const LlamaConfig& text() const { return llava.text; }
-  nlohmann::json raw;  // the file as read
+  LlavaConfig llava;       // Llava: every field; Llama: only .text
+  Qwen2VLConfig qwen2_vl;  // Qwen2VL, Qwen2_5VL
+  nlohmann::json raw;      // the file as read
+
+  // The language model's config, whatever the family.
+  const LlamaConfig& text() const;
+  LlamaConfig& text();
+  bool has_vision() const { return arch != Architecture::Llama; }
+  std::string architecture_name() const;  // e.g. "Qwen2VLForConditionalGeneration"
+  nlohmann::json to_json() const;         // config.json as Hugging Face writes it
 
   static ModelConfig from_json(const nlohmann::json& j);
   static ModelConfig from_file(const std::string& path);

@@ -23,7 +23,7 @@ void Llama::load(WeightLoader& w, const std::string& body, const std::string& he
     b.q = w.linear(l + "self_attn.q_proj", qd, D, cfg.attention_bias);
     b.k = w.linear(l + "self_attn.k_proj", kvd, D, cfg.attention_bias);
     b.v = w.linear(l + "self_attn.v_proj", kvd, D, cfg.attention_bias);
-    b.o = w.linear(l + "self_attn.o_proj", D, qd, cfg.attention_bias);
+    b.o = w.linear(l + "self_attn.o_proj", D, qd, cfg.o_bias());
     b.gate = w.linear(l + "mlp.gate_proj", I, D, cfg.mlp_bias);
     b.up = w.linear(l + "mlp.up_proj", I, D, cfg.mlp_bias);
     b.down = w.linear(l + "mlp.down_proj", D, I, cfg.mlp_bias);
@@ -39,6 +39,38 @@ void Llama::load(WeightLoader& w, const std::string& body, const std::string& he
   else
     head_.w = cpu::LinearWeight(w.raw(head, {V, D}), w.precision());
   inv_freq_ = cfg.rope_inv_freq();
+  stream_of_.clear();
+  if (!cfg.mrope_section.empty()) {
+    // Qwen2-VL: the frequency pairs are cut into mrope_section runs, taking the t, h, w stream in turn.
+    for (size_t sidx = 0; sidx < cfg.mrope_section.size(); ++sidx)
+      for (int j = 0; j < cfg.mrope_section[sidx]; ++j) stream_of_.push_back(int(sidx % 3));
+    IRIS_CHECK(stream_of_.size() == inv_freq_.size(), "mrope_section sums to ", stream_of_.size(),
+               " but a head has ", inv_freq_.size(), " rotary frequency pairs (head_dim / 2)");
+  }
+}
+
+Positions Positions::range(int64_t start, int64_t T, int64_t n_streams) {
+  Positions p;
+  p.n_streams = n_streams;
+  p.T = T;
+  p.ids.resize(size_t(n_streams * T));
+  for (int64_t s = 0; s < n_streams; ++s)
+    for (int64_t t = 0; t < T; ++t) p.ids[size_t(s * T + t)] = start + t;
+  return p;
+}
+
+int64_t Positions::max() const {
+  int64_t m = -1;
+  for (int64_t v : ids) m = std::max(m, v);
+  return m;
+}
+
+ops::RopeTable Llama::rope(const Positions& pos) const {
+  IRIS_CHECK(pos.n_streams == position_streams() && int64_t(pos.ids.size()) == pos.n_streams * pos.T,
+             "the decoder takes ", position_streams(), " position stream(s), given ", pos.n_streams, " of ", pos.T,
+             " positions");
+  return ops::rope_table(pos.ids.data(), pos.T, pos.n_streams, stream_of_.empty() ? nullptr : stream_of_.data(),
+                         inv_freq_.data(), int64_t(inv_freq_.size()));
 }
 
 nn::KVCache Llama::make_cache(int64_t max_tokens) const {
@@ -61,15 +93,15 @@ void Llama::embed(const int32_t* ids, int64_t n, float* out) const {
   }
 }
 
-void Llama::forward(float* x, int64_t T, nn::KVCache& cache, float* logits, bool all_logits, const nn::Tap& tap) const {
+void Llama::forward(float* x, int64_t T, const Positions& pos, nn::KVCache& cache, float* logits, bool all_logits,
+                    const nn::Tap& tap) const {
   const int64_t pos0 = cache.size(), D = cfg_.hidden_size;
   IRIS_CHECK(pos0 + T <= cache.max_tokens(), "the sequence needs ", pos0 + T, " positions but the context holds ",
              cache.max_tokens());
-  std::vector<int64_t> pos(static_cast<size_t>(T));
-  std::iota(pos.begin(), pos.end(), pos0);
+  IRIS_CHECK(pos.T == T, "forward: ", pos.T, " positions for ", T, " rows");
+  const ops::RopeTable tab = rope(pos);
   nn::Scratch s;
-  for (int il = 0; il < int(layers_.size()); ++il)
-    layers_[size_t(il)].forward(x, T, pos.data(), pos0, inv_freq_.data(), cache, il, s, tap);
+  for (int il = 0; il < int(layers_.size()); ++il) layers_[size_t(il)].forward(x, T, tab, pos0, cache, il, s, tap);
   cache.set_size(pos0 + T);
   norm_.forward(x, x, T);
   if (tap) tap("output_norm", -1, x, T, D);
@@ -81,35 +113,36 @@ void Llama::forward(float* x, int64_t T, nn::KVCache& cache, float* logits, bool
   }
 }
 
-void Llama::decode_batch(float* x, int64_t n, nn::KVCache* const* caches, float* logits) const {
-  std::vector<int64_t> pos(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    pos[size_t(i)] = caches[i]->size();
-    IRIS_CHECK(pos[size_t(i)] < caches[i]->max_tokens(), "sequence ", i, ": the context (", caches[i]->max_tokens(),
+void Llama::decode_batch(float* x, int64_t n, const int64_t* pos, nn::KVCache* const* caches, float* logits) const {
+  for (int64_t i = 0; i < n; ++i)
+    IRIS_CHECK(caches[i]->size() < caches[i]->max_tokens(), "sequence ", i, ": the context (", caches[i]->max_tokens(),
                " positions) is full");
-  }
+  Positions p;
+  p.n_streams = position_streams();
+  p.T = n;
+  for (int64_t s = 0; s < p.n_streams; ++s) p.ids.insert(p.ids.end(), pos, pos + n);
+  const ops::RopeTable tab = rope(p);
   nn::Scratch s;
-  for (int il = 0; il < int(layers_.size()); ++il)
-    layers_[size_t(il)].forward_batch(x, n, pos.data(), inv_freq_.data(), caches, il, s);
-  for (int64_t i = 0; i < n; ++i) caches[i]->set_size(pos[size_t(i)] + 1);
+  for (int il = 0; il < int(layers_.size()); ++il) layers_[size_t(il)].forward_batch(x, n, tab, caches, il, s);
+  for (int64_t i = 0; i < n; ++i) caches[i]->set_size(caches[i]->size() + 1);
   norm_.forward(x, x, n);
   head_.forward(x, n, logits);
 }
 
-void Llama::forward_train(const float* x, int64_t T, LlamaActs& a, bool checkpointing) const {
+void Llama::forward_train(const float* x, int64_t T, const Positions& pos, LlamaActs& a, bool checkpointing) const {
   const int64_t D = cfg_.hidden_size;
   const int L = int(layers_.size());
+  IRIS_CHECK(pos.T == T, "forward_train: ", pos.T, " positions for ", T, " rows");
   a.T = T;
   a.checkpointing = checkpointing;
-  a.pos.resize(size_t(T));
-  std::iota(a.pos.begin(), a.pos.end(), int64_t(0));
+  a.rope = rope(pos);
   a.layers.resize(size_t(checkpointing ? std::min(L, 1) : L));
   a.inputs.resize(checkpointing ? size_t(L) : 0);
   a.pre_norm.assign(x, x + T * D);
   float* h = a.pre_norm.data();
   for (int il = 0; il < L; ++il) {
     if (checkpointing) a.inputs[size_t(il)].assign(h, h + T * D);
-    layers_[size_t(il)].forward_train(h, T, a.pos.data(), inv_freq_.data(), a.layers[checkpointing ? 0 : size_t(il)]);
+    layers_[size_t(il)].forward_train(h, T, a.rope, a.layers[checkpointing ? 0 : size_t(il)]);
   }
   a.rstd.resize(size_t(T));
   a.out.resize(size_t(T * D));
@@ -135,9 +168,9 @@ void Llama::backward(LlamaActs& a, float* dout, float* dx) const {
     const nn::DecoderBlock& b = layers_[size_t(il)];
     if (a.checkpointing && il != L - 1) {  // recompute this layer's activations (the last one's are still there)
       std::vector<float> h = a.inputs[size_t(il)];
-      b.forward_train(h.data(), T, a.pos.data(), inv_freq_.data(), a.layers[0]);
+      b.forward_train(h.data(), T, a.rope, a.layers[0]);
     }
-    b.backward(a.layers[a.checkpointing ? 0 : size_t(il)], T, a.pos.data(), inv_freq_.data(), dout, s);
+    b.backward(a.layers[a.checkpointing ? 0 : size_t(il)], T, a.rope, dout, s);
   }
   if (dx) std::copy_n(dout, T * D, dx);
 }

@@ -50,6 +50,31 @@ void MlpProjector::backward(const ProjectorActs& a, const float* dy, float* dx) 
   l1_.backward(a.x.data(), dh.data(), n, dx);
 }
 
+ImageFeatures MlpProjector::forward(const Tensor& features, const ImagePixels&) const {
+  Tensor f = features.contiguous();
+  IRIS_CHECK(f.ndim() == 2 && f.dim(1) == l1_.in_features(), "projector: features ", shape_str(f.shape()),
+             " for an input width of ", l1_.in_features());
+  ImageFeatures r;
+  r.embeddings = forward(f.data<float>(), f.dim(0));
+  r.grid_w = f.dim(0);
+  return r;
+}
+
+ImageFeatures MlpProjector::forward_train(const Tensor& features, const ImagePixels&,
+                                          std::unique_ptr<PartActs>& acts) const {
+  Tensor f = features.contiguous();
+  auto a = std::make_unique<ProjectorActs>();
+  ImageFeatures r;
+  r.embeddings = forward_train(f.data<float>(), f.dim(0), *a);
+  r.grid_w = f.dim(0);
+  acts = std::move(a);
+  return r;
+}
+
+void MlpProjector::backward(PartActs& acts, const float* dy, float* dfeat) const {
+  backward(static_cast<const ProjectorActs&>(acts), dy, dfeat);
+}
+
 std::vector<nn::ParamSlot> MlpProjector::param_slots() {
   std::vector<nn::ParamSlot> out;
   nn::linear_slots(prefix_ + "linear_1", l1_, out);

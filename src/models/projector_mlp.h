@@ -1,19 +1,20 @@
 // LLaVA projector: linear_2(act(linear_1(x))) (LLaVA-1.5's 2-layer MLP), or linear_1 alone (LLaVA v1's linear).
 // Inference forward and the training forward/backward pair.
 #pragma once
+#include "models/parts.h"
 #include "models/weights.h"
 #include "ops/activations.h"
 
 namespace iris::models {
 
 // What the projector keeps for its backward (n rows).
-struct ProjectorActs {
+struct ProjectorActs : PartActs {
   int64_t n = 0;
   std::vector<float> x;  // (n, vision_dim) input
   std::vector<float> h;  // (n, text_dim) linear_1 output before the activation (linear_2's input is recomputed)
 };
 
-class MlpProjector {
+class MlpProjector : public Connector {
  public:
   // prefix: "multi_modal_projector."; a checkpoint without linear_2 is the linear projector.
   void load(WeightLoader& w, const std::string& prefix, int64_t vision_dim, int64_t text_dim, const std::string& act,
@@ -26,9 +27,14 @@ class MlpProjector {
   Tensor forward_train(const float* x, int64_t n, ProjectorActs& a) const;
   // dy (n, text_dim) -> dx (n, vision_dim) (nullptr: not needed); accumulates the gradients of what trains.
   void backward(const ProjectorActs& a, const float* dy, float* dx) const;
-  bool trains() const { return l1_.trains() || l2_.trains(); }
-  std::vector<nn::ParamSlot> param_slots();
-  std::vector<nn::LinearSlot> linear_slots();
+  // The Connector interface: every feature row becomes one token (grid 1 x 1 x n).
+  ImageFeatures forward(const Tensor& features, const ImagePixels& px) const override;
+  ImageFeatures forward_train(const Tensor& features, const ImagePixels& px,
+                              std::unique_ptr<PartActs>& acts) const override;
+  void backward(PartActs& acts, const float* dy, float* dfeat) const override;
+  bool trains() const override { return l1_.trains() || l2_.trains(); }
+  std::vector<nn::ParamSlot> param_slots() override;
+  std::vector<nn::LinearSlot> linear_slots() override;
 
  private:
   std::string prefix_;

@@ -189,4 +189,57 @@ std::vector<nn::LinearSlot> ClipVision::linear_slots(int n_layers) {
   return out;
 }
 
+// ---- ClipEncoder -----------------------------------------------------------------------------------------
+
+namespace {
+
+struct ClipEncoderActs : PartActs {
+  ClipVisionActs tower;
+};
+
+}  // namespace
+
+void ClipEncoder::load(WeightLoader& w, const std::string& prefix, const LlavaConfig& c, bool full_tower) {
+  feature_layer_ = c.feature_layer_index();
+  drop_cls_ = c.vision_feature_select_strategy == "default";
+  tower_.load(w, prefix, c.vision, full_tower ? -1 : feature_layer_, full_tower);
+}
+
+void ClipEncoder::check_pixels(const ImagePixels& px) const {
+  const ClipVisionConfig& v = tower_.config();
+  IRIS_CHECK(px.values.defined() && px.values.ndim() == 3 && px.values.dtype() == DType::F32, "the CLIP tower takes "
+             "float32 pixel values (C, H, W), got ", px.values.defined() ? shape_str(px.values.shape()) : "none");
+  IRIS_CHECK(px.values.dim(0) == v.num_channels && px.values.dim(1) == v.image_size && px.values.dim(2) == v.image_size,
+             "the CLIP tower takes pixel values (", v.num_channels, ", ", v.image_size, ", ", v.image_size, "), got ",
+             shape_str(px.values.shape()));
+}
+
+Tensor ClipEncoder::forward(const ImagePixels& px, const nn::Tap& tap) const {
+  check_pixels(px);
+  Tensor x = px.values.contiguous();
+  Tensor sel = tower_.forward(x.data<float>(), x.dim(0), x.dim(1), x.dim(2), feature_layer_, tap);
+  if (tap) tap("vision_hidden", -1, sel.data<float>(), sel.dim(0), sel.dim(1));
+  return drop_cls_ ? sel.slice(0, 1, sel.dim(0)).contiguous() : sel;
+}
+
+Tensor ClipEncoder::forward_train(const ImagePixels& px, std::unique_ptr<PartActs>& acts, bool checkpointing) const {
+  check_pixels(px);
+  Tensor x = px.values.contiguous();
+  auto a = std::make_unique<ClipEncoderActs>();
+  tower_.forward_train(x.data<float>(), x.dim(0), x.dim(1), x.dim(2), feature_layer_, a->tower, checkpointing);
+  const int64_t T = a->tower.T, D = out_dim(), first = drop_cls_ ? 1 : 0;
+  Tensor out = Tensor::empty({T - first, D});
+  std::copy_n(a->tower.out.data() + first * D, (T - first) * D, out.data<float>());
+  acts = std::move(a);
+  return out;
+}
+
+void ClipEncoder::backward(PartActs& acts, float* dfeat) const {
+  auto& a = static_cast<ClipEncoderActs&>(acts);
+  const int64_t T = a.tower.T, D = out_dim(), first = drop_cls_ ? 1 : 0;
+  std::vector<float> dsel(size_t(T * D), 0.0f);  // (T, D); the class token's row stays 0 when dropped
+  std::copy_n(dfeat, (T - first) * D, dsel.data() + first * D);
+  tower_.backward(a.tower, dsel.data());
+}
+
 }  // namespace iris::models

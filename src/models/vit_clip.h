@@ -3,6 +3,7 @@
 // forward/backward pair (the backward is the forward loop in reverse; optional per-layer recomputation).
 #pragma once
 #include "models/config.h"
+#include "models/parts.h"
 #include "models/weights.h"
 #include "nn/blocks.h"
 
@@ -62,6 +63,31 @@ class ClipVision {
   Tensor pos_emb_;          // (num_positions, D)
   nn::LayerNorm pre_ln_, post_ln_;
   std::vector<nn::ViTBlock> layers_;
+};
+
+// LLaVA's use of a CLIP tower as a vision encoder part: the hidden state of vision_feature_layer, without the
+// class token under the "default" select strategy. The tap sees "vision_hidden" (the selected layer, class token
+// first) besides the tower's own intermediates.
+class ClipEncoder : public VisionEncoder {
+ public:
+  // Loads the layers up to the feature layer, or every layer and post_layernorm when full_tower.
+  void load(WeightLoader& w, const std::string& prefix, const LlavaConfig& c, bool full_tower);
+  int64_t out_dim() const override { return tower_.config().hidden_size; }
+  Tensor forward(const ImagePixels& px, const nn::Tap& tap = nullptr) const override;
+  Tensor forward_train(const ImagePixels& px, std::unique_ptr<PartActs>& acts, bool checkpointing) const override;
+  void backward(PartActs& acts, float* dfeat) const override;
+  bool trains() const override { return tower_.trains(feature_layer_); }
+  std::vector<nn::ParamSlot> param_slots() override { return tower_.param_slots(feature_layer_); }
+  std::vector<nn::LinearSlot> linear_slots() override { return tower_.linear_slots(feature_layer_); }
+  // Every loaded weight, post_layernorm and the layers past the feature layer included (a saved folder's state).
+  std::vector<nn::ParamSlot> all_param_slots() override { return tower_.param_slots(-1); }
+  const ClipVision& tower() const { return tower_; }
+
+ private:
+  void check_pixels(const ImagePixels& px) const;
+  ClipVision tower_;
+  int feature_layer_ = 0;
+  bool drop_cls_ = true;
 };
 
 // 2-D sine-cosine position embeddings for a (num_positions, hidden_size) position_embedding table, as MAE

@@ -1,5 +1,5 @@
-// Model registry and the LLaVA composite: vision tower -> feature layer -> select strategy -> projector, spliced
-// into the token embeddings at the image-token positions.
+// The composite model over its parts: loading, saving, image encoding, the prompt's embeddings and rotary
+// positions (Qwen2-VL's get_rope_index for M-RoPE), training slots and the image path's training pair.
 #include "models/vlm.h"
 
 #include <cstdio>
@@ -8,27 +8,13 @@
 #include <set>
 
 #include "io/npy.h"
+#include "models/processor_clip.h"
+#include "models/processor_qwen2_vl.h"
+#include "models/vit_clip.h"
 
 namespace iris::models {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-// Hugging Face moved LLaVA's weights between versions: <= 4.51 "language_model.model.*", "vision_tower.*",
-// "multi_modal_projector.*", "language_model.lm_head.weight"; newer: "model.language_model.*",
-// "model.vision_tower.*", "model.multi_modal_projector.*", "lm_head.weight".
-struct LlavaNames {
-  std::string text_body, head, vision, projector;
-};
-
-LlavaNames llava_names(const io::Checkpoint& c) {
-  if (c.has("model.language_model.embed_tokens.weight"))
-    return {"model.language_model.", "lm_head.weight", "model.vision_tower.vision_model.", "model.multi_modal_projector."};
-  return {"language_model.model.", "language_model.lm_head.weight", "vision_tower.vision_model.", "multi_modal_projector."};
-}
-
-}  // namespace
 
 nn::Tap env_dump_tap(const std::string& stage) {
   const char* dir = std::getenv("IRIS_DUMP_DIR");
@@ -44,6 +30,9 @@ nn::Tap env_dump_tap(const std::string& stage) {
     io::save_npy(file, t);
   };
 }
+
+Vlm::Vlm() = default;
+Vlm::~Vlm() = default;
 
 std::unique_ptr<Vlm> Vlm::load(const std::string& dir, const LoadOptions& opt) {
   IRIS_CHECK(fs::is_directory(dir), "model folder '", dir, "' does not exist or is not a folder");
@@ -61,27 +50,12 @@ std::unique_ptr<Vlm> Vlm::load(const std::string& dir, const LoadOptions& opt) {
   }
   WeightLoader w(m->ckpt_, m->precision_);
   try {
-    m->build(w, opt.full_vision_tower);
+    m->build(w, opt.full_vision_tower, dir);
   } catch (const Error& e) {
     throw Error(str_cat(dir, ": ", e.what()));
   }
+  m->unused_ = w.unused();
   return m;
-}
-
-void Vlm::build(WeightLoader& w, bool full_vision_tower) {
-  if (cfg_.arch == Architecture::Llava) {
-    const LlavaConfig& c = cfg_.llava;
-    LlavaNames names = w.creating() ? LlavaNames{"language_model.model.", "language_model.lm_head.weight",
-                                                 "vision_tower.vision_model.", "multi_modal_projector."}
-                                    : llava_names(ckpt_);
-    int n_layers = full_vision_tower ? -1 : c.feature_layer_index();
-    vision_.load(w, names.vision, c.vision, n_layers, full_vision_tower);
-    projector_.load(w, names.projector, c.vision.hidden_size, c.text.hidden_size, c.projector_hidden_act,
-                    c.projector_bias);
-    text_.load(w, names.text_body, names.head, c.text);
-  } else {
-    text_.load(w, "model.", "lm_head.weight", cfg_.text());
-  }
 }
 
 std::unique_ptr<Vlm> Vlm::create(const ModelConfig& cfg, uint64_t seed, float std) {
@@ -89,7 +63,7 @@ std::unique_ptr<Vlm> Vlm::create(const ModelConfig& cfg, uint64_t seed, float st
   m->cfg_ = cfg;
   m->precision_ = cpu::MatmulPrecision::F32;
   WeightLoader w(seed, std, m->precision_);
-  m->build(w, /*full_vision_tower=*/true);
+  m->build(w, /*full_vision_tower=*/true, "");
   m->created_ = w.created();
   return m;
 }
@@ -105,7 +79,7 @@ void Vlm::copy_side_files(const std::string& from_dir, const std::string& to_dir
 void Vlm::save_folder(const std::string& dir, const ModelConfig& cfg, const io::NamedTensors& weights, DType dtype,
                       const std::string& tokenizer_dir) {
   fs::create_directories(dir);
-  nlohmann::json j = cfg.arch == Architecture::Llava ? cfg.llava.to_json() : cfg.text().to_json();
+  nlohmann::json j = cfg.to_json();
   j["torch_dtype"] = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
   io::write_file_atomic((fs::path(dir) / "config.json").string(), j.dump(2) + "\n");
   io::NamedTensors conv;
@@ -118,38 +92,61 @@ void Vlm::save_folder(const std::string& dir, const ModelConfig& cfg, const io::
       if (fs::exists(src)) io::write_file_atomic((fs::path(dir) / f).string(), io::read_file(src.string()));
     }
   }
-  if (cfg.arch == Architecture::Llava) {
-    const int s = cfg.llava.vision.image_size;
-    nlohmann::json p{{"image_processor_type", "CLIPImageProcessor"},
-                     {"do_convert_rgb", true},
-                     {"do_resize", true},
-                     {"size", {{"shortest_edge", s}}},
-                     {"resample", 3},
-                     {"do_center_crop", true},
-                     {"crop_size", {{"height", s}, {"width", s}}},
-                     {"do_rescale", true},
-                     {"rescale_factor", 1.0 / 255.0},
-                     {"do_normalize", true},
-                     {"image_mean", {0.48145466, 0.4578275, 0.40821073}},
-                     {"image_std", {0.26862954, 0.26130258, 0.27577711}}};
-    io::write_file_atomic((fs::path(dir) / "preprocessor_config.json").string(), p.dump(2) + "\n");
-    // What transformers' LlavaProcessor reads to expand "<image>" (one token per patch, plus the class token
-    // unless the "default" strategy drops it).
-    nlohmann::json pc{{"processor_class", "LlavaProcessor"},
-                      {"image_token", "<image>"},
-                      {"patch_size", cfg.llava.vision.patch_size},
-                      {"vision_feature_select_strategy", cfg.llava.vision_feature_select_strategy},
-                      {"num_additional_image_tokens", 1}};
-    io::write_file_atomic((fs::path(dir) / "processor_config.json").string(), pc.dump(2) + "\n");
+  // The family's image-processor files, at their defaults for the model's shapes.
+  std::unique_ptr<ImageProcessor> proc;
+  if (cfg.arch == Architecture::Llava) proc = std::make_unique<ClipProcessor>(cfg.llava, "");
+  if (cfg.arch == Architecture::Qwen2VL || cfg.arch == Architecture::Qwen2_5VL)
+    proc = std::make_unique<Qwen2VLProcessor>(cfg.qwen2_vl, "");
+  if (proc)
+    for (const auto& [name, content] : proc->config_files())
+      io::write_file_atomic((fs::path(dir) / name).string(), content);
+}
+
+const ImageProcessor& Vlm::processor() const {
+  IRIS_CHECK(processor_, "this model has no vision tower: it cannot take an image");
+  return *processor_;
+}
+const VisionEncoder& Vlm::vision() const {
+  IRIS_CHECK(vision_, "this model has no vision tower: it cannot take an image");
+  return *vision_;
+}
+const Connector& Vlm::connector() const {
+  IRIS_CHECK(connector_, "this model has no vision tower or connector");
+  return *connector_;
+}
+VisionEncoder& Vlm::vision_mut() {
+  IRIS_CHECK(vision_, "this model has no vision tower");
+  return *vision_;
+}
+Connector& Vlm::connector_mut() {
+  IRIS_CHECK(connector_, "this model has no connector");
+  return *connector_;
+}
+
+const ClipVision& Vlm::clip_vision() const {
+  const auto* c = dynamic_cast<const ClipEncoder*>(vision_.get());
+  IRIS_CHECK(c, "this model has no CLIP vision tower (", cfg_.architecture_name(), ")");
+  return c->tower();
+}
+
+std::vector<nn::ParamSlot> Vlm::param_slots(const std::string& component) {
+  if (component == "llm") return text_.param_slots();
+  if (component == "vision") return has_vision() ? vision_->param_slots() : std::vector<nn::ParamSlot>{};
+  if (component == "projector") return has_vision() ? connector_->param_slots() : std::vector<nn::ParamSlot>{};
+  throw Error(str_cat("unknown model component '", component, "' (expected vision, projector or llm)"));
+}
+
+std::vector<nn::ParamSlot> Vlm::all_param_slots() {
+  std::vector<nn::ParamSlot> slots = text_.param_slots();
+  if (has_vision()) {
+    for (auto& sl : vision_->all_param_slots()) slots.push_back(std::move(sl));
+    for (auto& sl : connector_->param_slots()) slots.push_back(std::move(sl));
   }
+  return slots;
 }
 
 io::NamedTensors Vlm::state() {
-  std::vector<nn::ParamSlot> slots = text_.param_slots();
-  if (has_vision()) {
-    for (auto& sl : vision_.param_slots(-1)) slots.push_back(std::move(sl));
-    for (auto& sl : projector_.param_slots()) slots.push_back(std::move(sl));
-  }
+  std::vector<nn::ParamSlot> slots = all_param_slots();
   std::map<std::string, Tensor> current;
   for (const auto& sl : slots) current[sl.name] = sl.value;
   io::NamedTensors out;
@@ -172,30 +169,44 @@ io::NamedTensors Vlm::state() {
 std::vector<nn::LinearSlot> Vlm::linear_slots() {
   std::vector<nn::LinearSlot> out;
   if (has_vision()) {
-    out = vision_.linear_slots(cfg_.llava.feature_layer_index());
-    for (auto& sl : projector_.linear_slots()) out.push_back(sl);
+    out = vision_->linear_slots();
+    for (auto& sl : connector_->linear_slots()) out.push_back(sl);
   }
   for (auto& sl : text_.linear_slots()) out.push_back(sl);
   return out;
 }
 
-ImageEncoding Vlm::encode_image(const float* pixels, int64_t C, int64_t H, int64_t W, const nn::Tap& tap) const {
+ImageFeatures Vlm::encode_image(const ImagePixels& px, const nn::Tap& tap) const {
   IRIS_CHECK(has_vision(), "this model has no vision tower: it cannot take an image");
-  const LlavaConfig& c = cfg_.llava;
-  ImageEncoding r;
-  r.selected_layer = vision_.forward(pixels, C, H, W, c.feature_layer_index(), tap ? tap : env_dump_tap("vision"));
-  r.features = c.vision_feature_select_strategy == "default"
-                   ? r.selected_layer.slice(0, 1, r.selected_layer.dim(0)).contiguous()
-                   : r.selected_layer;
-  r.embeddings = projector_.forward(r.features.data<float>(), r.features.dim(0));
-  return r;
+  Tensor feat = vision_->forward(px, tap ? tap : env_dump_tap("vision"));
+  return connector_->forward(feat, px);
 }
 
-Tensor Vlm::embed_prompt(const std::vector<int32_t>& ids, const std::vector<Tensor>& images) const {
+bool Vlm::image_path_trains() const { return has_vision() && (vision_->trains() || connector_->trains()); }
+
+ImageFeatures Vlm::encode_image_train(const ImagePixels& px, bool keep, ImageActs& acts, bool checkpointing) const {
+  if (!keep) return encode_image(px);
+  Tensor feat = vision_->trains() ? vision_->forward_train(px, acts.vision, checkpointing) : vision_->forward(px);
+  acts.feat_rows = feat.dim(0);
+  return connector_->forward_train(feat, px, acts.connector);
+}
+
+void Vlm::encode_image_backward(ImageActs& acts, const float* dy) const {
+  if (!acts.vision) {
+    connector_->backward(*acts.connector, dy, nullptr);
+    return;
+  }
+  std::vector<float> dfeat(size_t(acts.feat_rows * vision_->out_dim()), 0.0f);
+  connector_->backward(*acts.connector, dy, dfeat.data());
+  vision_->backward(*acts.vision, dfeat.data());
+}
+
+PromptInput Vlm::prepare_prompt(const std::vector<int32_t>& ids, const std::vector<ImageFeatures>& images) const {
   const int64_t D = text_.hidden_size(), S = int64_t(ids.size());
-  Tensor e = Tensor::empty({S, D});
-  float* ed = e.data<float>();
-  const int32_t img = has_vision() ? image_token_id() : -1;
+  PromptInput r;
+  r.embeddings = Tensor::empty({S, D});
+  float* ed = r.embeddings.data<float>();
+  const int32_t img = image_token_id();
   // Embed text tokens; image-token rows are filled from the image embeddings below.
   int64_t n_img = 0;
   for (int64_t i = 0; i < S; ++i) {
@@ -206,27 +217,67 @@ Tensor Vlm::embed_prompt(const std::vector<int32_t>& ids, const std::vector<Tens
     text_.embed(&ids[size_t(i)], 1, ed + i * D);
   }
   int64_t rows = 0;
-  for (const Tensor& t : images) {
-    IRIS_CHECK(t.ndim() == 2 && t.dim(1) == D, "image embeddings of shape ", shape_str(t.shape()),
-               " do not match the text hidden size ", D);
-    rows += t.dim(0);
+  for (const ImageFeatures& f : images) {
+    IRIS_CHECK(f.embeddings.ndim() == 2 && f.embeddings.dim(1) == D, "image embeddings of shape ",
+               shape_str(f.embeddings.shape()), " do not match the text hidden size ", D);
+    rows += f.n_tokens();
   }
   IRIS_CHECK(n_img == rows, "the prompt has ", n_img, " image tokens but the images give ", rows,
              " embeddings (", images.size(), " image(s))");
-  int64_t r = 0;
+  int64_t r_done = 0;
   size_t which = 0;
   int64_t within = 0;
-  for (int64_t i = 0; i < S && r < rows; ++i) {
+  for (int64_t i = 0; i < S && r_done < rows; ++i) {
     if (ids[size_t(i)] != img) continue;
-    while (within >= images[which].dim(0)) {
+    while (within >= images[which].n_tokens()) {
       ++which;
       within = 0;
     }
-    std::copy_n(images[which].data<float>() + within * D, D, ed + i * D);
+    std::copy_n(images[which].embeddings.data<float>() + within * D, D, ed + i * D);
     ++within;
-    ++r;
+    ++r_done;
   }
-  return e;
+
+  const int64_t streams = text_.position_streams();
+  if (streams == 1) {
+    r.positions = Positions::range(0, S, 1);
+    r.next_position = S;
+    return r;
+  }
+  // M-RoPE (Qwen2-VL's get_rope_index): text tokens count on from the previous maximum + 1 in all three streams;
+  // an image's tokens sit at (start + t, start + row, start + column) of its merged grid, start being where the
+  // next text token would have been.
+  Positions& p = r.positions;
+  p.n_streams = 3;
+  p.T = S;
+  p.ids.assign(size_t(3 * S), 0);
+  auto set = [&](int64_t i, int64_t t, int64_t h, int64_t w) {
+    p.ids[size_t(i)] = t;
+    p.ids[size_t(S + i)] = h;
+    p.ids[size_t(2 * S + i)] = w;
+  };
+  int64_t next = 0, i = 0;
+  for (const ImageFeatures& f : images) {
+    for (; i < S && ids[size_t(i)] != img; ++i, ++next) set(i, next, next, next);
+    const int64_t n = f.n_tokens();
+    IRIS_CHECK(f.grid_t * f.grid_h * f.grid_w == n, "image features of ", n, " rows for a token grid of (", f.grid_t,
+               ", ", f.grid_h, ", ", f.grid_w, ")");
+    for (int64_t k = 0; k < n; ++k)
+      IRIS_CHECK(i + k < S && ids[size_t(i + k)] == img, "an image's ", n, " image tokens must be consecutive in the "
+                 "prompt (M-RoPE places them on the image's grid)");
+    const int64_t start = next;
+    int64_t mx = start;
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t t = k / (f.grid_h * f.grid_w), h = (k / f.grid_w) % f.grid_h, w = k % f.grid_w;
+      set(i + k, start + t, start + h, start + w);
+      mx = std::max({mx, start + t, start + h, start + w});
+    }
+    i += n;
+    next = mx + 1;
+  }
+  for (; i < S; ++i, ++next) set(i, next, next, next);
+  r.next_position = next;
+  return r;
 }
 
 }  // namespace iris::models

@@ -31,11 +31,11 @@ void ViTBlock::forward(float* h, int64_t T, Scratch& s, const Tap& tap, int il) 
   if (tap) tap("layer_out", il, h, T, D);
 }
 
-void DecoderBlock::forward(float* h, int64_t T, const int64_t* pos, int64_t pos0, const float* inv_freq,
-                           KVCache& cache, int il, Scratch& s, const Tap& tap) const {
+void DecoderBlock::forward(float* h, int64_t T, const ops::RopeTable& rope, int64_t pos0, KVCache& cache, int il,
+                           Scratch& s, const Tap& tap) const {
   const int64_t D = q.in_features(), qd = int64_t(n_head) * head_dim, kvd = int64_t(n_kv_head) * head_dim;
   const int64_t I = gate.out_features();
-  IRIS_ASSERT(kvd == cache.kv_dim() && pos0 + T <= cache.max_tokens());
+  IRIS_ASSERT(kvd == cache.kv_dim() && pos0 + T <= cache.max_tokens() && rope.T == T);
   float* xn = Scratch::get(s.a, size_t(T * D));
   float* qb = Scratch::get(s.b, size_t(T * qd));
   float* ab = Scratch::get(s.c, size_t(T * qd));
@@ -48,8 +48,8 @@ void DecoderBlock::forward(float* h, int64_t T, const int64_t* pos, int64_t pos0
   q.forward(xn, T, qb);
   k.forward(xn, T, kc);
   v.forward(xn, T, vc);
-  ops::rope_forward(qb, qd, pos, inv_freq, T, n_head, head_dim, head_dim);
-  ops::rope_forward(kc, kvd, pos, inv_freq, T, n_kv_head, head_dim, head_dim);
+  ops::rope_apply_table(qb, qd, rope, n_head, head_dim);
+  ops::rope_apply_table(kc, kvd, rope, n_kv_head, head_dim);
   ops::attention_forward(qb, qd, cache.k(il), kvd, cache.v(il), kvd, ab, qd, T, pos0 + T, n_head, n_kv_head, head_dim,
                          1.0f / std::sqrt(float(head_dim)), true, pos0, nullptr);
   if (tap) tap("attn_out", il, ab, T, qd);
@@ -62,8 +62,8 @@ void DecoderBlock::forward(float* h, int64_t T, const int64_t* pos, int64_t pos0
   if (tap) tap("layer_out", il, h, T, D);
 }
 
-void DecoderBlock::forward_batch(float* h, int64_t n, const int64_t* pos, const float* inv_freq,
-                                 KVCache* const* caches, int il, Scratch& s) const {
+void DecoderBlock::forward_batch(float* h, int64_t n, const ops::RopeTable& rope, KVCache* const* caches, int il,
+                                 Scratch& s) const {
   const int64_t D = q.in_features(), qd = int64_t(n_head) * head_dim, kvd = int64_t(n_kv_head) * head_dim;
   const int64_t I = gate.out_features();
   float* xn = Scratch::get(s.a, size_t(n * std::max(D, 2 * kvd)));
@@ -76,17 +76,21 @@ void DecoderBlock::forward_batch(float* h, int64_t n, const int64_t* pos, const 
   // Keys and values of all rows into g/u (free until the MLP), then into each sequence's cache.
   k.forward(xn, n, g);
   v.forward(xn, n, u);
-  ops::rope_forward(qb, qd, pos, inv_freq, n, n_head, head_dim, head_dim);
-  ops::rope_forward(g, kvd, pos, inv_freq, n, n_kv_head, head_dim, head_dim);
+  IRIS_ASSERT(rope.T == n);
+  ops::rope_apply_table(qb, qd, rope, n_head, head_dim);
+  ops::rope_apply_table(g, kvd, rope, n_kv_head, head_dim);
   for (int64_t i = 0; i < n; ++i) {
-    IRIS_ASSERT(pos[i] < caches[i]->max_tokens());
-    std::copy_n(g + i * kvd, kvd, caches[i]->k(il) + pos[i] * kvd);
-    std::copy_n(u + i * kvd, kvd, caches[i]->v(il) + pos[i] * kvd);
+    const int64_t slot = caches[i]->size();
+    IRIS_ASSERT(slot < caches[i]->max_tokens());
+    std::copy_n(g + i * kvd, kvd, caches[i]->k(il) + slot * kvd);
+    std::copy_n(u + i * kvd, kvd, caches[i]->v(il) + slot * kvd);
   }
-  for (int64_t i = 0; i < n; ++i)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t slot = caches[i]->size();
     ops::attention_forward(qb + i * qd, qd, caches[i]->k(il), kvd, caches[i]->v(il), kvd, ab + i * qd, qd, 1,
-                           pos[i] + 1, n_head, n_kv_head, head_dim, 1.0f / std::sqrt(float(head_dim)), true, pos[i],
+                           slot + 1, n_head, n_kv_head, head_dim, 1.0f / std::sqrt(float(head_dim)), true, slot,
                            nullptr);
+  }
   o.forward(ab, n, h, /*accumulate=*/true);
   mlp_norm.forward(h, xn, n);
   gate.forward(xn, n, g);
@@ -98,11 +102,6 @@ void DecoderBlock::forward_batch(float* h, int64_t n, const int64_t* pos, const 
 // ---- training ------------------------------------------------------------------------------------------
 
 namespace {
-
-float* sized(std::vector<float>& v, int64_t n) {
-  v.resize(size_t(n));
-  return v.data();
-}
 
 float* zeroed(std::vector<float>& v, int64_t n) {
   float* p = Scratch::get(v, size_t(n));
@@ -183,8 +182,7 @@ void ViTBlock::linear_slots(const std::string& prefix, const std::string& compon
   out.push_back({prefix + "mlp.fc2", component, &fc2});
 }
 
-void DecoderBlock::forward_train(float* h, int64_t T, const int64_t* pos, const float* inv_freq,
-                                 DecoderBlockActs& a) const {
+void DecoderBlock::forward_train(float* h, int64_t T, const ops::RopeTable& rope, DecoderBlockActs& a) const {
   const int64_t D = q.in_features(), qd = int64_t(n_head) * head_dim, kvd = int64_t(n_kv_head) * head_dim;
   const int64_t I = gate.out_features();
   a.x.assign(h, h + T * D);
@@ -192,8 +190,8 @@ void DecoderBlock::forward_train(float* h, int64_t T, const int64_t* pos, const 
   q.forward_train(a.xn1.data(), T, sized(a.q, T * qd));
   k.forward_train(a.xn1.data(), T, sized(a.k, T * kvd));
   v.forward_train(a.xn1.data(), T, sized(a.v, T * kvd));
-  ops::rope_forward(a.q.data(), qd, pos, inv_freq, T, n_head, head_dim, head_dim);
-  ops::rope_forward(a.k.data(), kvd, pos, inv_freq, T, n_kv_head, head_dim, head_dim);
+  ops::rope_apply_table(a.q.data(), qd, rope, n_head, head_dim);
+  ops::rope_apply_table(a.k.data(), kvd, rope, n_kv_head, head_dim);
   ops::attention_forward(a.q.data(), qd, a.k.data(), kvd, a.v.data(), kvd, sized(a.att, T * qd), qd, T, T, n_head,
                          n_kv_head, head_dim, 1.0f / std::sqrt(float(head_dim)), true, 0, sized(a.lse, n_head * T));
   o.forward_train(a.att.data(), T, h, /*accumulate=*/true);
@@ -206,7 +204,7 @@ void DecoderBlock::forward_train(float* h, int64_t T, const int64_t* pos, const 
   down.forward_train(sw.data(), T, h, /*accumulate=*/true);
 }
 
-void DecoderBlock::backward(const DecoderBlockActs& a, int64_t T, const int64_t* pos, const float* inv_freq, float* dh,
+void DecoderBlock::backward(const DecoderBlockActs& a, int64_t T, const ops::RopeTable& rope, float* dh,
                             Scratch& s) const {
   const int64_t D = q.in_features(), qd = int64_t(n_head) * head_dim, kvd = int64_t(n_kv_head) * head_dim;
   const int64_t I = gate.out_features();
@@ -231,8 +229,8 @@ void DecoderBlock::backward(const DecoderBlockActs& a, int64_t T, const int64_t*
   ops::attention_backward(a.q.data(), qd, a.k.data(), kvd, a.v.data(), kvd, a.att.data(), qd, a.lse.data(), datt, qd,
                           dq, qd, dk, kvd, dv, kvd, T, T, n_head, n_kv_head, head_dim,
                           1.0f / std::sqrt(float(head_dim)), true, 0);
-  ops::rope_backward(dq, qd, pos, inv_freq, T, n_head, head_dim, head_dim);
-  ops::rope_backward(dk, kvd, pos, inv_freq, T, n_kv_head, head_dim, head_dim);
+  ops::rope_apply_table_backward(dq, qd, rope, n_head, head_dim);
+  ops::rope_apply_table_backward(dk, kvd, rope, n_kv_head, head_dim);
   q.backward(a.xn1.data(), dq, T, dxn);
   k.backward(a.xn1.data(), dk, T, dxn, /*accumulate_dx=*/true);
   v.backward(a.xn1.data(), dv, T, dxn, /*accumulate_dx=*/true);

@@ -9,6 +9,7 @@
 #include "nn/kv_cache.h"
 #include "nn/layers.h"
 #include "ops/activations.h"
+#include "ops/rope.h"
 
 namespace iris::nn {
 
@@ -20,6 +21,12 @@ struct Scratch {
     return v.data();
   }
 };
+
+// An activation buffer kept for the backward, resized to n floats.
+inline float* sized(std::vector<float>& v, int64_t n) {
+  v.resize(size_t(n));
+  return v.data();
+}
 
 // What a ViT block keeps for its backward (T rows; D = hidden, I = MLP, H = heads).
 struct ViTBlockActs {
@@ -76,19 +83,21 @@ struct DecoderBlock {
   Linear gate, up, down;      // (I, D), (I, D), (D, I)
   int n_head = 1, n_kv_head = 1, head_dim = 1;
 
-  // h (T, D) at positions pos[0..T); the cache holds positions [0, pos0) and receives [pos0, pos0+T).
-  void forward(float* h, int64_t T, const int64_t* pos, int64_t pos0, const float* inv_freq, KVCache& cache, int il,
-               Scratch& s, const Tap& tap = nullptr) const;
-  // One new token for each of n sequences, each with its own cache (continuous batching): h (n, D); row i sits at
-  // position pos[i] and its key/value go to caches[i] at that position. The matrix products run once for all rows.
-  void forward_batch(float* h, int64_t n, const int64_t* pos, const float* inv_freq, KVCache* const* caches, int il,
+  // h (T, D) rotated by rope (T rows: the tokens' rotary angles, which the caller derives from their positions);
+  // the cache holds slots [0, slot0) and receives [slot0, slot0+T). Slots are cache rows, not rotary positions
+  // (M-RoPE positions do not count cache rows).
+  void forward(float* h, int64_t T, const ops::RopeTable& rope, int64_t slot0, KVCache& cache, int il, Scratch& s,
+               const Tap& tap = nullptr) const;
+  // One new token for each of n sequences, each with its own cache (continuous batching): h (n, D); row i is
+  // rotated by rope row i and its key/value go to caches[i] at slot caches[i]->size(). The matrix products run
+  // once for all rows.
+  void forward_batch(float* h, int64_t n, const ops::RopeTable& rope, KVCache* const* caches, int il,
                      Scratch& s) const;
 
-  // Training over a whole causal sequence at positions pos[0..T) (0..T-1): h (T, D) in place.
-  void forward_train(float* h, int64_t T, const int64_t* pos, const float* inv_freq, DecoderBlockActs& a) const;
+  // Training over a whole causal sequence (rope: its T rows): h (T, D) in place.
+  void forward_train(float* h, int64_t T, const ops::RopeTable& rope, DecoderBlockActs& a) const;
   // dh (T, D): gradient of the output in, of the input out. Accumulates the parameter gradients.
-  void backward(const DecoderBlockActs& a, int64_t T, const int64_t* pos, const float* inv_freq, float* dh,
-                Scratch& s) const;
+  void backward(const DecoderBlockActs& a, int64_t T, const ops::RopeTable& rope, float* dh, Scratch& s) const;
   bool trains() const;
   // prefix: "...layers.N." (HF names follow).
   void param_slots(const std::string& prefix, std::vector<ParamSlot>& out);

@@ -22,35 +22,28 @@ std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions
   if (opt.on_model_loaded) opt.on_model_loaded(*e->model_);
   const models::LlamaConfig& tc = e->model_->config().text();
   e->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min<int64_t>(tc.max_position_embeddings, 4096);
+  // A sliding window that is on: beyond it full attention would differ from the model's.
+  IRIS_CHECK(e->n_ctx_ <= tc.exact_context(), dir, ": a context of ", e->n_ctx_, " tokens is longer than the model's ",
+             "sliding window of ", tc.exact_context(), " (iris computes full attention; lower -c)");
   e->dir_ = dir;
+  e->process_ = opt.process;
   // A folder without a tokenizer still runs from token ids (iris forward --input-ids).
   if (fs::exists(fs::path(dir) / "tokenizer.json")) {
     e->tok_ = text::Tokenizer::from_dir(dir);
     e->chat_template_ = e->tok_->chat_template();
   }
   if (e->model_->has_vision()) {
-    const models::LlavaConfig& lc = e->model_->config().llava;
-    e->image_token_ = lc.image_token_index;
+    const models::ImageProcessor& p = e->model_->processor();
+    e->image_token_ = p.image_token_id();
     if (e->tok_) {
-      auto existing = e->tok_->token_to_id("<image>");
+      auto existing = e->tok_->token_to_id(p.image_token());
       if (!existing)
-        e->tok_->add_special_token("<image>", e->image_token_);
+        e->tok_->add_special_token(p.image_token(), e->image_token_);
       else
-        IRIS_CHECK(*existing == e->image_token_, dir, ": the tokenizer's <image> is id ", *existing,
-                   " but config.json's image_token_index is ", e->image_token_);
+        IRIS_CHECK(*existing == e->image_token_, dir, ": the tokenizer's ", p.image_token(), " is id ", *existing,
+                   " but config.json's image token id is ", e->image_token_);
     }
-    fs::path pp = fs::path(dir) / "preprocessor_config.json";
-    if (fs::exists(pp)) {
-      e->pre_ = vision::PreprocessConfig::from_file(pp.string());
-    } else {  // CLIPImageProcessor at the tower's resolution
-      e->pre_ = vision::PreprocessConfig();
-      e->pre_.shortest_edge = int(lc.vision.image_size);
-      e->pre_.crop_height = e->pre_.crop_width = int(lc.vision.image_size);
-    }
-    e->pre_.pad_to_square = e->pre_.pad_to_square || opt.pad_to_square;
-    IRIS_CHECK(e->pre_.out_height() == lc.vision.image_size && e->pre_.out_width() == lc.vision.image_size, dir,
-               ": the image processor makes ", e->pre_.out_width(), "x", e->pre_.out_height(),
-               " images but the vision tower takes ", lc.vision.image_size, "x", lc.vision.image_size);
+    if (e->chat_template_.empty()) e->chat_template_ = p.default_chat_template();
   }
   return e;
 }
@@ -69,73 +62,79 @@ const text::Tokenizer& Engine::tokenizer() const {
 
 std::string Engine::render_prompt(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
   const text::Tokenizer& tok = tokenizer();
-  if (!chat_template_.empty()) {
-    nlohmann::json msgs = nlohmann::json::array();
+  if (chat_template_.empty()) {  // a text model without a template: the user's text as it is
+    std::string out;
     for (const ChatMessage& m : messages) {
-      // Processor templates (VLMs) iterate over content parts; tokenizer templates of text models expect a string.
-      if (!model_->has_vision()) {
-        IRIS_CHECK(m.n_images == 0, "this model has no vision tower: it cannot take an image");
-        msgs.push_back({{"role", m.role}, {"content", m.text}});
-        continue;
-      }
-      nlohmann::json content = nlohmann::json::array();
-      for (int i = 0; i < m.n_images; ++i) content.push_back({{"type", "image"}});
-      content.push_back({{"type", "text"}, {"text", m.text}});
-      msgs.push_back({{"role", m.role}, {"content", content}});
+      IRIS_CHECK(m.n_images == 0, "this model has no vision tower: it cannot take an image");
+      out += m.text;
     }
-    nlohmann::json ctx{{"messages", msgs},
-                       {"add_generation_prompt", add_generation_prompt},
-                       {"bos_token", tok.bos_token()},
-                       {"eos_token", tok.eos_token()}};
-    return text::ChatTemplate(chat_template_).render(ctx);
-  }
-  std::string out;
-  if (!model_->has_vision()) {  // a text model without a template: the user's text as it is
-    for (const ChatMessage& m : messages) out += m.text;
     return out;
   }
-  // LLaVA-1.5's conversation format (conv_llava_v1 / llava-hf's template).
+  nlohmann::json msgs = nlohmann::json::array();
   for (const ChatMessage& m : messages) {
-    if (m.role == "system") {
-      out += m.text + " ";
+    // Processor templates (VLMs) iterate over content parts; tokenizer templates of text models expect a string.
+    if (!model_->has_vision()) {
+      IRIS_CHECK(m.n_images == 0, "this model has no vision tower: it cannot take an image");
+      msgs.push_back({{"role", m.role}, {"content", m.text}});
       continue;
     }
-    out += m.role == "assistant" ? "ASSISTANT: " : "USER: ";
-    for (int i = 0; i < m.n_images; ++i) out += "<image>\n";
-    out += m.text + (m.role == "assistant" ? tok.eos_token() : " ");
+    nlohmann::json content = nlohmann::json::array();
+    for (int i = 0; i < m.n_images; ++i) content.push_back({{"type", "image"}});
+    content.push_back({{"type", "text"}, {"text", m.text}});
+    msgs.push_back({{"role", m.role}, {"content", content}});
   }
-  if (add_generation_prompt) out += "ASSISTANT:";
-  return out;
+  nlohmann::json ctx{{"messages", msgs},
+                     {"add_generation_prompt", add_generation_prompt},
+                     {"bos_token", tok.bos_token()},
+                     {"eos_token", tok.eos_token()}};
+  return text::ChatTemplate(chat_template_).render(ctx);
 }
 
-std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt) const {
+std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt, const std::vector<int64_t>& image_tokens) const {
   const text::Tokenizer& tok = tokenizer();
   // Add BOS unless the rendered template already starts with it (templates that write bos_token themselves).
   bool add_special = tok.bos_token().empty() || prompt.compare(0, tok.bos_token().size(), tok.bos_token()) != 0;
   std::vector<int32_t> ids = tok.encode(prompt, add_special);
   if (image_token_ < 0) return ids;
+  const int64_t fixed = model_->processor().fixed_tokens();
   std::vector<int32_t> out;
-  const int64_t n = model_->image_tokens_per_image();
+  size_t k = 0;
   for (int32_t id : ids) {
-    if (id == image_token_)
-      out.insert(out.end(), size_t(n), id);
-    else
+    if (id != image_token_) {
       out.push_back(id);
+      continue;
+    }
+    IRIS_CHECK(k < image_tokens.size() || (image_tokens.empty() && fixed > 0), "the prompt has more images (",
+               k + 1, "+) than were given (", image_tokens.size(), ")");
+    const int64_t n = image_tokens.empty() ? fixed : image_tokens[k];
+    out.insert(out.end(), size_t(n), id);
+    ++k;
   }
+  IRIS_CHECK(image_tokens.empty() || k == image_tokens.size(), "the prompt has ", k, " image(s) but ",
+             image_tokens.size(), " were given");
   return out;
 }
 
-std::vector<float> Engine::pixel_values(const vision::Image& img) const {
-  IRIS_CHECK(model_->has_vision(), "this model has no vision tower: it cannot take an image");
-  return vision::preprocess(img, pre_);
+std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt,
+                                             const std::vector<models::ImagePixels>& images) const {
+  std::vector<int64_t> counts;
+  for (const auto& px : images) counts.push_back(model_->processor().tokens_for(px));
+  return tokenize_prompt(prompt, counts);
 }
 
-Tensor Engine::encode_image(const vision::Image& img) const {
-  std::vector<float> px = pixel_values(img);
-  return model_->encode_image(px.data(), 3, pre_.out_height(), pre_.out_width()).embeddings;
+models::ImagePixels Engine::process_image(const vision::Image& img, const models::ProcessOptions* opt) const {
+  models::ProcessOptions o = process_;
+  if (opt) {
+    if (opt->min_pixels > 0) o.min_pixels = opt->min_pixels;
+    if (opt->max_pixels > 0) o.max_pixels = opt->max_pixels;
+    o.pad_to_square = o.pad_to_square || opt->pad_to_square;
+  }
+  return model_->processor().process(img, o);
 }
 
-GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const std::vector<Tensor>& images,
+models::ImageFeatures Engine::encode_image(const models::ImagePixels& px) const { return model_->encode_image(px); }
+
+GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const std::vector<models::ImageFeatures>& images,
                                 const GenerateOptions& opt,
                                 const std::function<bool(const std::string&)>& on_text) const {
   const text::Tokenizer& tok = tokenizer();
@@ -146,9 +145,9 @@ GenerateResult Engine::generate(const std::vector<int32_t>& prompt, const std::v
              " (raise it with -c / --ctx-size, up to max_position_embeddings ",
              model_->config().text().max_position_embeddings, ")");
   Session session(*model_, n_ctx_);
-  Tensor emb = model_->embed_prompt(prompt, images);
+  const models::PromptInput in = model_->prepare_prompt(prompt, images);
   auto t0 = Clock::now();
-  std::vector<float> logits = session.prefill(emb);
+  std::vector<float> logits = session.prefill(in);
   r.timings.prefill_ms = ms_since(t0);
   r.timings.prompt_tokens = S;
 

@@ -12,14 +12,13 @@
 #include "text/sampler.h"
 #include "text/tokenizer.h"
 #include "vision/image.h"
-#include "vision/preprocess.h"
 
 namespace iris::runtime {
 
 struct EngineOptions {
   models::LoadOptions load;
   int64_t n_ctx = 0;             // 0: the model's max_position_embeddings, capped at 4096
-  bool pad_to_square = false;    // LLaVA-1.5's original "pad" aspect-ratio mode (--image-pad square)
+  models::ProcessOptions process;  // image-processor settings: --image-pad square, --min-pixels / --max-pixels
   vision::DecodeOptions decode;  // pixel limit, EXIF orientation
   // Runs on the model right after loading (e.g. the CLI applies a LoRA adapter here).
   std::function<void(models::Vlm&)> on_model_loaded;
@@ -62,23 +61,29 @@ class Engine {
   const text::Tokenizer& tokenizer() const;  // throws when the folder has no tokenizer.json
   // Ids that end generation: the tokenizer's EOS (and generation_config's) and config.json's eos_token_id.
   std::vector<int32_t> eos_ids() const;
-  const vision::PreprocessConfig& preprocess_config() const { return pre_; }
   int64_t n_ctx() const { return n_ctx_; }
+  const models::ProcessOptions& process_options() const { return process_; }
 
-  // The prompt text: the chat template when the model has one, else LLaVA-1.5's "USER: <image>\n... ASSISTANT:"
-  // (or the plain text for a text-only model). Images appear as "<image>".
+  // The prompt text: the chat template when the folder has one, else the family's conversation format (LLaVA-1.5's
+  // "USER: <image>\n... ASSISTANT:", Qwen2-VL's ChatML), or the plain text for a text-only model. Each image
+  // appears as the family's image token inside its markers.
   std::string render_prompt(const std::vector<ChatMessage>& messages, bool add_generation_prompt = true) const;
-  // Token ids of a rendered prompt, each image token repeated once per image embedding.
-  std::vector<int32_t> tokenize_prompt(const std::string& prompt) const;
+  // Token ids of a rendered prompt, the k-th image token repeated image_tokens[k] times (the processor's count for
+  // that image). Empty image_tokens: every image the family's fixed count (an error where the count depends on
+  // the image's size).
+  std::vector<int32_t> tokenize_prompt(const std::string& prompt, const std::vector<int64_t>& image_tokens = {}) const;
+  // The same with the counts of processed images.
+  std::vector<int32_t> tokenize_prompt(const std::string& prompt, const std::vector<models::ImagePixels>& images) const;
 
-  // Normalised pixel values (3, H, W) of an image, as the model's image processor computes them.
-  std::vector<float> pixel_values(const vision::Image& img) const;
-  // Image embeddings (n_tokens, D) of an image file's bytes or a decoded image.
-  Tensor encode_image(const vision::Image& img) const;
+  // The model's image processor on a decoded image (opt: per-request settings over the engine's).
+  models::ImagePixels process_image(const vision::Image& img, const models::ProcessOptions* opt = nullptr) const;
+  // Image embeddings of processed pixels, or of a decoded image.
+  models::ImageFeatures encode_image(const models::ImagePixels& px) const;
+  models::ImageFeatures encode_image(const vision::Image& img) const { return encode_image(process_image(img)); }
 
   // Runs prompt + images and generates. on_text receives each newly completed piece of text; returning false
   // stops generation (finish_reason "stop").
-  GenerateResult generate(const std::vector<int32_t>& prompt, const std::vector<Tensor>& images,
+  GenerateResult generate(const std::vector<int32_t>& prompt, const std::vector<models::ImageFeatures>& images,
                           const GenerateOptions& opt,
                           const std::function<bool(const std::string&)>& on_text = nullptr) const;
 
@@ -86,7 +91,7 @@ class Engine {
   std::unique_ptr<models::Vlm> model_;
   std::string dir_;
   std::optional<text::Tokenizer> tok_;
-  vision::PreprocessConfig pre_;
+  models::ProcessOptions process_;
   std::string chat_template_;
   int64_t n_ctx_ = 0;
   int32_t image_token_ = -1;

@@ -7,7 +7,7 @@
 
 namespace iris::runtime {
 
-std::optional<Tensor> ImageCache::get(const std::string& key) {
+std::optional<models::ImageFeatures> ImageCache::get(const std::string& key) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = index_.find(key);
   if (it == index_.end()) return std::nullopt;
@@ -15,22 +15,22 @@ std::optional<Tensor> ImageCache::get(const std::string& key) {
   return it->second->second;
 }
 
-void ImageCache::put(const std::string& key, const Tensor& embeddings) {
-  const size_t n = embeddings.nbytes();
+void ImageCache::put(const std::string& key, const models::ImageFeatures& features) {
+  const size_t n = features.embeddings.nbytes();
   std::lock_guard<std::mutex> lock(mu_);
   if (n > max_bytes_ || key.empty()) return;  // would evict everything for one entry
   auto it = index_.find(key);
   if (it != index_.end()) {
-    bytes_ -= it->second->second.nbytes();
+    bytes_ -= it->second->second.embeddings.nbytes();
     lru_.erase(it->second);
     index_.erase(it);
   }
   while (bytes_ + n > max_bytes_ && !lru_.empty()) {
-    bytes_ -= lru_.back().second.nbytes();
+    bytes_ -= lru_.back().second.embeddings.nbytes();
     index_.erase(lru_.back().first);
     lru_.pop_back();
   }
-  lru_.emplace_front(key, embeddings);
+  lru_.emplace_front(key, features);
   index_[key] = lru_.begin();
   bytes_ += n;
 }

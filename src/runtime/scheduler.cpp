@@ -71,10 +71,10 @@ void Scheduler::admit(std::unique_ptr<Active>& a) {
   Request& r = a->req;
   const models::Vlm& m = engine_.model();
   // Images: the cache first, then the vision tower.
-  std::vector<Tensor> embs;
+  std::vector<models::ImageFeatures> embs;
   auto t0 = Clock::now();
   for (const ImageInput& img : r.images) {
-    std::optional<Tensor> hit = img.hash.empty() ? std::nullopt : cache_.get(img.hash);
+    std::optional<models::ImageFeatures> hit = img.hash.empty() ? std::nullopt : cache_.get(img.hash);
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++(hit ? stats_.image_cache_hits : stats_.image_cache_misses);
@@ -83,16 +83,16 @@ void Scheduler::admit(std::unique_ptr<Active>& a) {
       embs.push_back(*hit);
       continue;
     }
-    Tensor e = engine_.encode_image(img.image);
+    models::ImageFeatures e = engine_.encode_image(img.pixels);
     if (!img.hash.empty()) cache_.put(img.hash, e);
     embs.push_back(e);
   }
   a->result.timings.image_encode_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   a->result.timings.images = int(r.images.size());
-  Tensor emb = m.embed_prompt(r.prompt, embs);
+  const models::PromptInput in = m.prepare_prompt(r.prompt, embs);
   a->session = std::make_unique<Session>(m, opt_.n_ctx);
   auto t1 = Clock::now();
-  std::vector<float> logits = a->session->prefill(emb);
+  std::vector<float> logits = a->session->prefill(in);
   a->result.timings.prefill_ms = std::chrono::duration<double, std::milli>(Clock::now() - t1).count();
   a->result.timings.prompt_tokens = int64_t(r.prompt.size());
   a->sampler = std::make_unique<text::Sampler>(r.options.sampling);

@@ -26,8 +26,8 @@ struct SchedulerOptions {
 };
 
 struct ImageInput {
-  vision::Image image;  // decoded RGB
-  std::string hash;     // content hash of the encoded bytes (cache key); empty: no caching
+  models::ImagePixels pixels;  // processed by the model's image processor (Engine::process_image)
+  std::string hash;  // cache key: content hash of the encoded bytes and the processing settings; empty: no caching
 };
 
 struct Request {

@@ -311,6 +311,20 @@ ChatRequest parse_chat_request(const std::string& body, const ChatLimits& lim,
       r.seed_given = true;
     } else if (k == "stop") {
       parse_stop(v, r, lim);
+    } else if (k == "min_pixels") {  // extension (vLLM's mm_processor_kwargs, flattened)
+      r.min_pixels = get_int(v, k, 1, int64_t(1) << 40);
+    } else if (k == "max_pixels") {
+      r.max_pixels = get_int(v, k, 1, int64_t(1) << 40);
+    } else if (k == "mm_processor_kwargs") {
+      if (!v.is_object()) wrong_type(k, v, "an object");
+      for (auto& [sk, sv] : v.items()) {
+        if (sk == "min_pixels")
+          r.min_pixels = get_int(sv, "mm_processor_kwargs.min_pixels", 1, int64_t(1) << 40);
+        else if (sk == "max_pixels")
+          r.max_pixels = get_int(sv, "mm_processor_kwargs.max_pixels", 1, int64_t(1) << 40);
+        else
+          bad("mm_processor_kwargs." + sk, "Unrecognized parameter: 'mm_processor_kwargs." + sk + "'.");
+      }
     } else {
       check_neutral(k, v);
     }
@@ -324,6 +338,9 @@ ChatRequest parse_chat_request(const std::string& body, const ChatLimits& lim,
     r.sampling.top_p = 1.0f;
     r.sampling.temperature = 0.0f;
   }
+  if (r.min_pixels > 0 && r.max_pixels > 0 && r.min_pixels > r.max_pixels)
+    bad("min_pixels", "min_pixels (" + std::to_string(r.min_pixels) + ") is larger than max_pixels (" +
+                          std::to_string(r.max_pixels) + ").");
   if (r.n_images() > lim.max_images)
     bad("messages", "Too many images: " + std::to_string(r.n_images()) + " (this server takes at most " +
                         std::to_string(lim.max_images) + " per request).");

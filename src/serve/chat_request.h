@@ -39,6 +39,9 @@ struct ChatRequest {
   text::SamplingParams sampling;  // temperature, top_p, seed (+ extensions top_k, min_p, repetition_penalty)
   bool seed_given = false;
   std::vector<std::string> stop;
+  // Per-request pixel budget of each image (Qwen2-VL's processor), as vLLM's mm_processor_kwargs: top-level
+  // "min_pixels" / "max_pixels" or inside "mm_processor_kwargs"; 0: the model's.
+  int64_t min_pixels = 0, max_pixels = 0;
 
   size_t n_images() const;
 };

@@ -314,9 +314,50 @@ runtime::Request Server::Impl::prepare(const ChatRequest& c, int64_t& prompt_tok
   std::vector<runtime::ChatMessage> msgs;
   for (const ChatMessageIn& m : c.messages) msgs.push_back({m.role, m.text, int(m.images.size())});
   runtime::Request r;
+  std::string text;
   try {
-    r.prompt = engine.tokenize_prompt(engine.render_prompt(msgs));
+    text = engine.render_prompt(msgs);
   } catch (const Error& e) {  // e.g. a chat template that raises on roles out of order
+    throw HttpError(400, std::string("Could not build the prompt from these messages: ") + e.what(),
+                    "messages");
+  }
+  // Images: decoded and processed (the processor's settings per request); decoding is the expensive part of
+  // validation, so it comes after the cheaper checks where the image-token count does not depend on the image.
+  models::ProcessOptions popt;
+  popt.min_pixels = c.min_pixels;
+  popt.max_pixels = c.max_pixels;
+  const std::string settings = str_cat(":", c.min_pixels, ":", c.max_pixels);
+  auto load_images = [&] {
+    for (const ChatMessageIn& m : c.messages) {
+      for (const ChatImageRef& ref : m.images) {
+        std::string bytes = load_image_url(ref.url, ref.param, opt.images);
+        vision::Image img;
+        try {
+          img = vision::decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), opt.decode,
+                                     ref.param);
+        } catch (const Error& e) {
+          throw HttpError(400, std::string("Invalid image: ") + e.what(), ref.param,
+                          "invalid_image");  // names the field
+        }
+        if (img.channels != 3) img = vision::to_rgb(img);
+        models::ImagePixels px;
+        try {
+          px = engine.process_image(img, &popt);
+        } catch (const Error& e) {  // too small, too elongated, a pixel budget it cannot meet
+          throw HttpError(400, std::string("Invalid image: ") + e.what(), ref.param, "invalid_image");
+        }
+        r.images.push_back(
+            {std::move(px), opt.image_cache ? runtime::sha256_hex(bytes.data(), bytes.size()) + settings : ""});
+      }
+    }
+  };
+  const bool counts_known = !engine.model().has_vision() || engine.model().processor().fixed_tokens() > 0;
+  if (!counts_known) load_images();
+  try {
+    std::vector<int64_t> counts;
+    for (const auto& im : r.images) counts.push_back(engine.model().processor().tokens_for(im.pixels));
+    r.prompt = engine.tokenize_prompt(text, counts);
+  } catch (const Error& e) {
     throw HttpError(400, std::string("Could not build the prompt from these messages: ") + e.what(),
                     "messages");
   }
@@ -349,23 +390,7 @@ runtime::Request Server::Impl::prepare(const ChatRequest& c, int64_t& prompt_tok
     max_tokens = *c.max_tokens;
   }
 
-  // Images last: decoding is the expensive part of validation, and everything cheaper has passed.
-  for (const ChatMessageIn& m : c.messages) {
-    for (const ChatImageRef& ref : m.images) {
-      std::string bytes = load_image_url(ref.url, ref.param, opt.images);
-      vision::Image img;
-      try {
-        img = vision::decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), opt.decode,
-                                   ref.param);
-      } catch (const Error& e) {
-        throw HttpError(400, std::string("Invalid image: ") + e.what(), ref.param,
-                        "invalid_image");  // names the field
-      }
-      if (img.channels != 3) img = vision::to_rgb(img);
-      r.images.push_back(
-          {std::move(img), opt.image_cache ? runtime::sha256_hex(bytes.data(), bytes.size()) : ""});
-    }
-  }
+  if (counts_known) load_images();  // last: everything cheaper has passed
 
   r.options.max_new_tokens = int(max_tokens);
   r.options.sampling = c.sampling;

@@ -3,6 +3,8 @@
 // --objective clip`. See clip.h for the model and the data order.
 #include "train/clip.h"
 
+#include "models/vit_clip.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -622,7 +624,7 @@ ClipHeadResult ClipTowers::forward_backward(const std::vector<std::vector<float>
   const int64_t B = int64_t(pixels.size());
   IRIS_CHECK(B >= 1 && captions.size() == pixels.size(), "contrastive batch: ", pixels.size(), " images and ",
              captions.size(), " captions (expected as many of each, at least one)");
-  const models::ClipVision& vision = vlm_.vision();
+  const models::ClipVision& vision = vlm_.clip_vision();
   const models::Llama& text = text_model_.text();
   const int64_t Dv = Dv_, Dt = Dt_, R = R_, T = T_;
   for (int64_t i = 0; i < B; ++i) {
@@ -648,7 +650,7 @@ ClipHeadResult ClipTowers::forward_backward(const std::vector<std::vector<float>
       const int64_t S = int64_t(texts[j].size());
       std::vector<float> x(size_t(S * Dt));
       text.embed(texts[j].data(), S, x.data());
-      text.forward_train(x.data(), S, acts[j], checkpointing_);
+      text.forward_train(x.data(), S, models::Positions::range(0, S), acts[j], checkpointing_);
       std::copy_n(acts[j].out.data() + (S - 1) * Dt, Dt, feats.data() + j * size_t(Dt));  // the last token's row
     }
     return feats;
@@ -770,7 +772,7 @@ double run_clip_training(const ClipConfig& cfg_in, bool resume) {
   IRIS_CHECK(vlm->has_vision(), "train --objective clip: ", cfg.model, " has no vision tower to pretrain");
   IRIS_CHECK(vlm->config().llava.vision.num_channels == 3, "train --objective clip: the vision tower takes ",
              vlm->config().llava.vision.num_channels, " channels (expected 3)");
-  const int64_t HW = vlm->image_size();
+  const int64_t HW = vlm->config().llava.vision.image_size;
 
   // Captions, tokenized once; EOS as the tokenizer names it, else the model config's.
   text::Tokenizer tok = text::Tokenizer::from_dir(cfg.model);

@@ -79,7 +79,7 @@ std::string target_pattern(const std::vector<std::pair<std::string, std::string>
 
 // The top-level module of a weight name, for modules_to_save ("multi_modal_projector", "vision_tower", ...).
 std::string top_module(const std::string& weight) {
-  for (const char* m : {"multi_modal_projector", "vision_tower", "language_model"}) {
+  for (const char* m : {"multi_modal_projector", "visual.merger", "vision_tower", "language_model"}) {
     size_t p = weight.find(m);
     if (p != std::string::npos) return weight.substr(0, p + std::string(m).size());
   }
@@ -192,11 +192,7 @@ void apply_lora_adapter(models::Vlm& model, const std::string& dir) {
 
   std::map<std::string, nn::Linear*> linears;  // canonical module -> layer
   for (const auto& s : model.linear_slots()) linears[canonical_name(s.module)] = s.linear;
-  std::vector<nn::ParamSlot> slots = model.text_mut().param_slots();
-  if (model.has_vision()) {
-    for (auto& s : model.vision_mut().param_slots(-1)) slots.push_back(std::move(s));
-    for (auto& s : model.projector_mut().param_slots()) slots.push_back(std::move(s));
-  }
+  std::vector<nn::ParamSlot> slots = model.all_param_slots();
   std::map<std::string, nn::ParamSlot*> weights;  // canonical weight name -> slot
   for (auto& s : slots) weights[canonical_name(s.name)] = &s;
 

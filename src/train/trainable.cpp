@@ -87,10 +87,9 @@ TrainableVlm::TrainableVlm(models::Vlm& model, const TrainSpec& spec) : model_(m
       components.push_back(component);
     }
   };
-  if (spec_.train_vision)
-    take(model_.vision_mut().param_slots(model_.config().llava.feature_layer_index()), "vision");
-  if (spec_.train_projector) take(model_.projector_mut().param_slots(), "projector");
-  if (spec_.train_llm) take(model_.text_mut().param_slots(), "llm");
+  if (spec_.train_vision) take(model_.param_slots("vision"), "vision");
+  if (spec_.train_projector) take(model_.param_slots("projector"), "projector");
+  if (spec_.train_llm) take(model_.param_slots("llm"), "llm");
   for (size_t i = 0; i < slots.size(); ++i) add_param(slots[i], components[i]);
   attach_lora();
   IRIS_CHECK(!params_.empty(), "the training spec trains nothing");
@@ -190,8 +189,13 @@ void TrainableVlm::check_example(const Example& ex) const {
   IRIS_CHECK(!ex.ids.empty(), "training example: no tokens");
   IRIS_CHECK(ex.labels.size() == ex.ids.size(), "training example: ", ex.labels.size(), " labels for ", ex.ids.size(),
              " tokens (expected one label per token)");
-  if (!ex.pixel_values.empty()) {
+  IRIS_CHECK(ex.images.empty() || ex.pixel_values.empty(), "training example: images given twice (images and "
+             "pixel_values)");
+  if (!ex.pixel_values.empty() || !ex.images.empty())
     IRIS_CHECK(model_.has_vision(), "training example has images but the model has no vision tower");
+  if (!ex.pixel_values.empty()) {
+    IRIS_CHECK(model_.config().arch == models::Architecture::Llava, "training example: flat pixel_values are LLaVA's "
+               "form; give this family's processed images");
     const auto& vc = model_.config().llava.vision;
     const size_t n = size_t(vc.num_channels) * size_t(vc.image_size) * size_t(vc.image_size);
     for (size_t i = 0; i < ex.pixel_values.size(); ++i)
@@ -200,39 +204,30 @@ void TrainableVlm::check_example(const Example& ex) const {
   }
 }
 
-std::vector<Tensor> TrainableVlm::encode_images(const Example& ex, bool keep) {
-  std::vector<Tensor> out;
-  const int n_img = int(ex.pixel_values.size());
-  if (n_img == 0) return out;
-  const models::LlavaConfig& c = model_.config().llava;
-  const int fl = c.feature_layer_index();
-  const int64_t C = c.vision.num_channels, HW = c.vision.image_size;
-  const bool vision_trains = keep && model_.vision().trains(fl);
-  vision_acts_.resize(vision_trains ? size_t(n_img) : 0);
-  projector_acts_.resize(keep ? size_t(n_img) : 0);
-  for (int i = 0; i < n_img; ++i) {
-    const float* px = ex.pixel_values[size_t(i)].data();
+std::vector<models::ImagePixels> TrainableVlm::example_images(const Example& ex) const {
+  if (ex.pixel_values.empty()) return ex.images;
+  const auto& vc = model_.config().llava.vision;
+  std::vector<models::ImagePixels> out;
+  for (const auto& v : ex.pixel_values) {
+    models::ImagePixels p;
+    p.values = Tensor::from_vector(v, {vc.num_channels, vc.image_size, vc.image_size});
+    p.grid_h = p.grid_w = vc.image_size / vc.patch_size;
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+std::vector<models::ImageFeatures> TrainableVlm::encode_images(const Example& ex, bool keep) {
+  std::vector<models::ImageFeatures> out;
+  const std::vector<models::ImagePixels> px = example_images(ex);
+  image_acts_.clear();
+  image_acts_.resize(keep ? px.size() : 0);
+  for (size_t i = 0; i < px.size(); ++i) {
     if (!keep) {
-      out.push_back(model_.encode_image(px, C, HW, HW).embeddings);
+      out.push_back(model_.encode_image(px[i]));
       continue;
     }
-    Tensor sel_t;
-    const float* sel;
-    int64_t T;
-    if (vision_trains) {
-      models::ClipVisionActs& va = vision_acts_[size_t(i)];
-      model_.vision().forward_train(px, C, HW, HW, fl, va, spec_.checkpointing);
-      sel = va.out.data();
-      T = va.T;
-    } else {
-      sel_t = model_.vision().forward(px, C, HW, HW, fl);
-      sel = sel_t.data<float>();
-      T = sel_t.dim(0);
-    }
-    const int64_t Dv = c.vision.hidden_size;
-    const bool drop_cls = c.vision_feature_select_strategy == "default";
-    const float* feat = drop_cls ? sel + Dv : sel;
-    out.push_back(model_.projector().forward_train(feat, drop_cls ? T - 1 : T, projector_acts_[size_t(i)]));
+    out.push_back(model_.encode_image_train(px[i], true, image_acts_[i], spec_.checkpointing));
   }
   return out;
 }
@@ -249,15 +244,13 @@ std::pair<double, int64_t> TrainableVlm::forward_backward(const Example& ex, flo
 
   const models::Llama& lm = model_.text();
   const int64_t S = int64_t(ex.ids.size()), D = lm.hidden_size(), V = lm.vocab_size(), R = int64_t(rows.size());
-  const int fl = model_.has_vision() ? model_.config().llava.feature_layer_index() : 0;
-  const bool vision_trains = model_.has_vision() && model_.vision().trains(fl);
-  const bool below_trains = model_.has_vision() && (vision_trains || model_.projector().trains());
+  const bool below_trains = model_.image_path_trains();
 
   // Forward.
-  std::vector<Tensor> images = encode_images(ex, below_trains);
-  Tensor x = model_.embed_prompt(ex.ids, images);  // (S, D)
+  std::vector<models::ImageFeatures> images = encode_images(ex, below_trains);
+  models::PromptInput in = model_.prepare_prompt(ex.ids, images);  // (S, D) and positions
   models::LlamaActs la;
-  lm.forward_train(x.data<float>(), S, la, spec_.checkpointing);
+  lm.forward_train(in.embeddings.data<float>(), S, in.positions, la, spec_.checkpointing);
   std::vector<float> hrows(size_t(R * D)), logits(size_t(R * V));  // (R, D), (R, V)
   for (int64_t r = 0; r < R; ++r) std::copy_n(la.out.data() + rows[size_t(r)] * D, D, hrows.data() + r * D);
   lm.head().forward_train(hrows.data(), R, logits.data());
@@ -282,26 +275,15 @@ std::pair<double, int64_t> TrainableVlm::forward_backward(const Example& ex, flo
     std::vector<int64_t> img_pos;
     for (int64_t t = 0; t < S; ++t)
       if (ex.ids[size_t(t)] == img_tok) img_pos.push_back(t);
-    const models::LlavaConfig& c = model_.config().llava;
-    const int64_t Dv = c.vision.hidden_size;
-    const bool drop_cls = c.vision_feature_select_strategy == "default";
     size_t next = 0;
     for (size_t i = 0; i < images.size(); ++i) {
-      const int64_t n = images[i].dim(0);
+      const int64_t n = images[i].n_tokens();
       std::vector<float> dy(size_t(n * D));  // (n, D): gradient of this image's embeddings
       for (int64_t j = 0; j < n; ++j) std::copy_n(dx.data() + img_pos[next++] * D, D, dy.data() + j * D);
-      if (!vision_trains) {
-        model_.projector().backward(projector_acts_[i], dy.data(), nullptr);
-        continue;
-      }
-      models::ClipVisionActs& va = vision_acts_[i];
-      std::vector<float> dsel(size_t(va.T * Dv), 0.0f);  // (T, Dv); the class token's row stays 0 when dropped
-      model_.projector().backward(projector_acts_[i], dy.data(), dsel.data() + (drop_cls ? Dv : 0));
-      model_.vision().backward(va, dsel.data());
+      model_.encode_image_backward(image_acts_[i], dy.data());
     }
   }
-  vision_acts_.clear();
-  projector_acts_.clear();
+  image_acts_.clear();
   return {loss, count};
 }
 
@@ -314,10 +296,11 @@ double TrainableVlm::loss_only(const Example& ex, int64_t* count) {
   if (rows.empty()) return 0.0;
   const models::Llama& lm = model_.text();
   const int64_t S = int64_t(ex.ids.size()), D = lm.hidden_size(), V = lm.vocab_size(), R = int64_t(rows.size());
-  std::vector<Tensor> images = encode_images(ex, false);
-  Tensor x = model_.embed_prompt(ex.ids, images);
+  std::vector<models::ImageFeatures> images = encode_images(ex, false);
+  models::PromptInput in = model_.prepare_prompt(ex.ids, images);
+  Tensor& x = in.embeddings;
   nn::KVCache cache = lm.make_cache(S);
-  lm.forward(x.data<float>(), S, cache, nullptr, false);  // x becomes the final-normed hidden states
+  lm.forward(x.data<float>(), S, in.positions, cache, nullptr, false);  // x becomes the final-normed hidden states
   std::vector<float> hrows(size_t(R * D)), logits(size_t(R * V));
   for (int64_t r = 0; r < R; ++r) std::copy_n(x.data<float>() + rows[size_t(r)] * D, D, hrows.data() + r * D);
   lm.head().forward(hrows.data(), R, logits.data());

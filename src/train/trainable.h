@@ -55,7 +55,10 @@ TrainSpec stage_spec(int stage, int lora_rank = 0);
 struct Example {
   std::vector<int32_t> ids;     // (S) with the image token repeated once per image embedding
   std::vector<int32_t> labels;  // (S) -100 = not supervised; the shift by one happens inside
-  std::vector<std::vector<float>> pixel_values;  // one (3, H, W) normalised image per image, in image-token order
+  // The images, in image-token order: processed pixels in the family's layout (any family), or, for LLaVA,
+  // flat (3, H, W) normalised values at the tower's size in pixel_values.
+  std::vector<models::ImagePixels> images;
+  std::vector<std::vector<float>> pixel_values;
 };
 
 // Number of supervised targets after the shift (labels[1..S) that are not -100).
@@ -105,8 +108,10 @@ class TrainableVlm {
   };
   void add_param(nn::ParamSlot& slot, const std::string& component);
   void attach_lora();
+  // The example's images as the family's pixels.
+  std::vector<models::ImagePixels> example_images(const Example& ex) const;
   // Image embeddings for the example's images (training path when something at or below the projector trains).
-  std::vector<Tensor> encode_images(const Example& ex, bool keep);
+  std::vector<models::ImageFeatures> encode_images(const Example& ex, bool keep);
   void check_example(const Example& ex) const;
 
   models::Vlm& model_;
@@ -117,8 +122,7 @@ class TrainableVlm {
   std::vector<std::string> lora_params_;  // names of params_ that are LoRA tensors
   uint64_t step_ = 0;
   // Activations of the current example's images.
-  std::vector<models::ClipVisionActs> vision_acts_;
-  std::vector<models::ProjectorActs> projector_acts_;
+  std::vector<models::ImageActs> image_acts_;
 };
 
 }  // namespace iris::train

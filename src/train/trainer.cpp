@@ -16,6 +16,7 @@
 #include "data/text_corpus.h"
 #include "data/text_windows.h"
 #include "io/file.h"
+#include "models/processor_clip.h"
 #include "train/checkpoint.h"
 #include "train/config_json.h"
 #include "train/lora.h"
@@ -41,12 +42,12 @@ namespace fs = std::filesystem;
 IRIS_CONFIG_JSON(TrainerConfig, IRIS_TRAIN_FIELDS)
 
 vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string& dir) {
-  fs::path pp = fs::path(dir) / "preprocessor_config.json";
-  if (fs::exists(pp)) return vision::PreprocessConfig::from_file(pp.string());
-  vision::PreprocessConfig p;
-  p.shortest_edge = int(m.image_size());
-  p.crop_height = p.crop_width = int(m.image_size());
-  return p;
+  const auto* clip = dynamic_cast<const models::ClipProcessor*>(&m.processor());
+  IRIS_CHECK(clip, "train: training from conversation or caption files needs a fixed image size (LLaVA's CLIP "
+             "processor); ", m.config().architecture_name(), " resizes each image to its own size, which the data "
+             "loader does not do yet");
+  (void)dir;
+  return clip->config();
 }
 
 ParamGroups param_groups(TrainableVlm& tv, const TrainerConfig& cfg) {
@@ -168,7 +169,7 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
   for (int e : model->config().text().eos_token_ids)
     if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
   data::PromptFormat fmt = data::prompt_format_for(tok, model->has_vision() ? model->image_token_id() : -1,
-                                                   model->image_tokens_per_image(), eos);
+                                                   model->has_vision() ? model->processor().fixed_tokens() : 0, eos);
   std::unique_ptr<data::BatchSource> source;
   if (lm_objective) {
     std::vector<std::string> docs;
@@ -266,7 +267,11 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
     int64_t n_sup = 0;
     for (auto& b : batches)
       for (auto& e : b) {
-        examples.push_back(Example{std::move(e.ids), std::move(e.labels), std::move(e.pixel_values)});
+        Example ex;
+        ex.ids = std::move(e.ids);
+        ex.labels = std::move(e.labels);
+        ex.pixel_values = std::move(e.pixel_values);
+        examples.push_back(std::move(ex));
         n_sup += supervised_count(examples.back());
         tokens += int64_t(examples.back().ids.size());
       }

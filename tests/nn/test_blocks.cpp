@@ -295,6 +295,7 @@ void run_decoder(const DecCase& c, const char* what) {
   ops::rope_default_inv_freq(10000.0f, c.hd, inv_freq.data());
   std::vector<int64_t> pos(size_t(c.T));
   for (int64_t t = 0; t < c.T; ++t) pos[size_t(t)] = t;
+  const ops::RopeTable rope = ops::rope_table(pos.data(), c.T, 1, nullptr, inv_freq.data(), c.hd / 2);
 
   test::RefLoraOpts lo;
   if (c.lora) {
@@ -315,7 +316,7 @@ void run_decoder(const DecCase& c, const char* what) {
   for (size_t i = 0; i < h.size(); ++i) h[i] = float(w.at("input")[i]);
   std::vector<float> x0 = h;
   nn::DecoderBlockActs acts;
-  b.forward_train(h.data(), c.T, pos.data(), inv_freq.data(), acts);
+  b.forward_train(h.data(), c.T, rope, acts);
   std::vector<double> ref = ref_out();
   double fwd = 0;
   for (size_t i = 0; i < h.size(); ++i) fwd = std::max(fwd, std::fabs(double(h[i]) - ref[i]));
@@ -325,13 +326,13 @@ void run_decoder(const DecCase& c, const char* what) {
     nn::KVCache cache(1, c.T, kvd);
     nn::Scratch s;
     std::vector<float> hi = x0;
-    b.forward(hi.data(), c.T, pos.data(), 0, inv_freq.data(), cache, 0, s);
+    b.forward(hi.data(), c.T, rope, 0, cache, 0, s);
     EXPECT_EQ(test::max_abs_diff(hi.data(), h.data(), hi.size()), 0.0) << what << ": forward_train vs forward";
   }
 
   std::vector<float> dh(R.begin(), R.end());
   nn::Scratch s;
-  b.backward(acts, c.T, pos.data(), inv_freq.data(), dh.data(), s);
+  b.backward(acts, c.T, rope, dh.data(), s);
   g["input"] = dh;
   check_all(w, g, [&] { return dot(ref_out(), R); }, what);
 }
