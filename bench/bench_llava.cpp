@@ -80,24 +80,27 @@ int main(int argc, char** argv) {
     auto m = models::Vlm::load(dir, {prec});
     for (int threads : {1, 2}) {
       cpu::set_num_threads(threads);
-      std::vector<float> px(size_t(3 * v.image_size * v.image_size), 0.1f);
-      m->encode_image(px.data(), 3, v.image_size, v.image_size);  // warm up
+      models::ImagePixels px;
+      px.values = Tensor::from_vector(std::vector<float>(size_t(3 * v.image_size * v.image_size), 0.1f),
+                                      {3, v.image_size, v.image_size});
+      m->encode_image(px);  // warm up
       double enc = 1e30;
-      models::ImageEncoding e;
+      models::ImageFeatures e;
       for (int r = 0; r < 2; ++r) {
         auto t0 = Clock::now();
-        e = m->encode_image(px.data(), 3, v.image_size, v.image_size);
+        e = m->encode_image(px);
         enc = std::min(enc, secs(t0));
       }
       std::vector<int32_t> ids{1};
-      for (int64_t i = 0; i < m->image_tokens_per_image(); ++i) ids.push_back(m->image_token_id());
+      for (int64_t i = 0; i < e.n_tokens(); ++i) ids.push_back(m->image_token_id());
       for (int i = 0; i < n_text; ++i) ids.push_back(100 + i);
-      Tensor emb = m->embed_prompt(ids, {e.embeddings});
+      models::PromptInput in = m->prepare_prompt(ids, {e});
       runtime::Session s(*m, int64_t(ids.size()) + n_decode + 1);
-      s.prefill(emb.slice(0, 0, 16).contiguous());  // warm up
+      models::PromptInput warm{in.embeddings.slice(0, 0, 16).contiguous(), models::Positions::range(0, 16), 16};
+      s.prefill(warm);  // warm up
       s.reset();
       auto t0 = Clock::now();
-      std::vector<float> logits = s.prefill(emb);
+      std::vector<float> logits = s.prefill(in);
       double pre = secs(t0);
       int32_t tok = 5;
       s.decode(tok);  // warm up the M = 1 primitives

@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Golden cases for Qwen2-VL / Qwen2.5-VL: writes tests/data/qwen2_vl/<case>/ and tests/data/qwen2_vl/smart_resize.json.
 
-Regenerate (Debian's python3 with torch 1.13, numpy, Pillow 9.4; no transformers needed; ~10 s on CPU):
+Regenerate (Debian's python3 with torch 1.13, numpy, Pillow 9.4; no transformers needed; a few seconds on CPU):
 
     /usr/bin/python3 scripts/ref_qwen2_vl.py check ../shared/refcases/qwen2_vl_s   # reference == transformers 4.47
     /usr/bin/python3 scripts/gen_qwen2_vl_cases.py [--out tests/data/qwen2_vl]
     /usr/bin/python3 scripts/ref_qwen2_vl.py check tests/data/qwen2_vl/*/            # re-verify every folder
+    /usr/bin/python3 scripts/ref_qwen2_vl.py selftest tests/data/qwen2_vl/*/         # window reorder == mask-only tower
 
 Everything is seeded, so a rerun rewrites the same bytes (same torch / numpy / Pillow versions). The outputs come
 from scripts/ref_qwen2_vl.py, an independent plain-torch port of the transformers modelling code that reproduces
@@ -21,7 +22,12 @@ Each case folder holds: config.json (hub layout), model.safetensors (F32, hub te
   vision_window_index.npy int64 and vision_cu_window_seqlens.npy int64 (see meta.json notes);
   logits.npy float32 [1,S,320] (all prompt positions, one forward); generated_ids.npy int64 [1,8] (greedy, KV
   cache, no EOS stop); meta.json (what the case varies, shapes, branches, margins, sha256 of every file).
-Text-only cases have no images, pixel_values, grid or vision outputs.
+Text-only cases have no images, pixel_values, grid or vision outputs. tests/data/qwen2_vl/smart_resize.json lists
+smart_resize(height, width, factor, min_pixels, max_pixels) results (or "error": true) for edge inputs: round() ties,
+both branches, the exact boundaries, aspect ratio 200, sizes below the factor, float-order traps, 0-size results.
+To change a case, edit CASES below; the text ids are re-drawn (seeded) until every greedy step has a top1-top2
+margin >= 0.1 (at least 0.05), the 8 generated ids are < 300 and hold >= 4 distinct values. Keep the folders
+together under 3 MB (currently about 2.9 MB).
 """
 import argparse
 import hashlib
@@ -343,7 +349,6 @@ def write_case(spec, root):
         with Image.open(os.path.join(folder, fn)) as re:
             re.load()
             imgs.append(re.copy())
-    files = {}
     if imgs:
         pr = proc(imgs)
         px, grid = pr["pixel_values"], pr["image_grid_thw"]
@@ -480,9 +485,18 @@ SMART_RESIZE_INPUTS = [
     (56, 56, 3136, 1003520, 28, "product == min_pixels: stays (strict <)"),
     (30, 40, 3136, 1003520, 28, "min branch"),
     (29, 45, 2000, 1003520, 28, "min branch, ceil"),
-    (58, 30, 6000, 1003520, 28, "min branch (qwen25vl_two_images image 1)"),
+    (58, 30, 3900, 1003520, 28, "min branch (qwen25vl_two_images image 1)"),
+    (30, 135, 3900, 1003520, 28, "28x140 == 3920 >= min_pixels: round branch (qwen25vl_two_images image 0)"),
     (108, 180, 3136, 84 * 140, 28, "max branch (qwen25vl_window)"),
-    (74, 259, 784, 56 * 196, 28, "max branch (qwen2vl_three_images_tied image 1)"),
+    (40, 200, 784, 4000, 28, "max branch (qwen2vl_three_images_tied image 1)"),
+    (42, 30, 784, 4000, 28, "tie 1.5 -> 2 (qwen2vl_three_images_tied image 2)"),
+    (225, 400, 3136, 12544, 28, "float order matters: height / beta / factor = 2.9999999999999996 -> floor 2 "
+                                 "(height / (beta * factor) would give 3)"),
+    (450, 800, 3136, 200704, 28, "float order matters in the max branch (308, not 336)"),
+    (38, 38, 3136, 1003520, 28, "float order matters: height * beta / factor = 2.0000000000000004 -> ceil 3 "
+                                "(exactly 2 in real arithmetic): 84x84, not 56x56"),
+    (46, 46, 200704, 1003520, 28, "min branch, float order matters the other way: height * beta / factor "
+                                  "is exactly 16.0 -> 448 (height * (beta / factor) would ceil to 17 -> 476)"),
     (28, 5600, 784, 1003520, 28, "aspect ratio exactly 200: allowed"),
     (5600, 28, 784, 1003520, 28, "aspect ratio exactly 200, portrait: allowed"),
     (28, 5601, 784, 1003520, 28, "aspect ratio just above 200: error"),
@@ -490,8 +504,9 @@ SMART_RESIZE_INPUTS = [
     (27, 100, 784, 1003520, 28, "height below factor: error"),
     (100, 27, 784, 1003520, 28, "width below factor: error"),
     (1, 1, 784, 1003520, 28, "1x1: error"),
-    (28, 5600, 784, 100000, 28, "max branch floors the short side to 0 (4.47 has no max(factor, .) clamp)"),
-    (40, 400, 784, 7056, 28, "max branch floors the short side to 0"),
+    (28, 5600, 784, 100000, 28, "max branch floors the short side to 0 (4.47 has no max(factor, .) clamp); "
+                                "the Pillow resize then raises ValueError, so the processor call fails"),
+    (40, 400, 784, 7056, 28, "max branch floors the short side to 0; the processor call fails"),
     (3000, 4000, 3136, 1003520, 28, "large photo"),
     (480, 640, 3136, 1003520, 28, "VGA"),
     (64, 64, 4096, 16384, 32, "factor 32 (patch 16, merge 2)"),
@@ -506,7 +521,11 @@ def write_smart_resize(root):
         r = {"height": h, "width": w, "min_pixels": mn, "max_pixels": mx, "factor": fac}
         try:
             oh, ow = R.smart_resize(h, w, fac, mn, mx)
-            r.update({"out_height": oh, "out_width": ow, "branch": smart_branch(h, w, fac, mn, mx)})
+            if oh == 0 or ow == 0:  # smart_resize returns it, Image.resize raises: an error end to end
+                r.update({"error": True, "smart_resize_returns": [oh, ow]})
+            else:
+                r.update({"out_height": oh, "out_width": ow})
+            r["branch"] = smart_branch(h, w, fac, mn, mx)
         except ValueError:
             r["error"] = True
         r["note"] = note

@@ -111,7 +111,9 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
   }
   get_opt(j, "tie_word_embeddings", c.tie_word_embeddings);
   if (c.num_key_value_heads <= 0) c.num_key_value_heads = c.num_attention_heads;
-  if (c.head_dim <= 0 && c.num_attention_heads > 0) c.head_dim = c.hidden_size / c.num_attention_heads;
+  // Qwen2's attention ignores a head_dim field: heads are always hidden_size / num_attention_heads.
+  if ((c.head_dim <= 0 || c.model_type == "qwen2") && c.num_attention_heads > 0)
+    c.head_dim = c.hidden_size / c.num_attention_heads;
   if (j.contains("bos_token_id")) {
     if (j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<int>();
     else if (j["bos_token_id"].is_null()) c.bos_token_id.reset();

@@ -103,7 +103,7 @@ TEST_P(EngineMatch, IdsAndAnswerPromptsEqualInference) {
   auto engine = runtime::Engine::load(make_model_dir(c));
   ASSERT_TRUE(engine->model().has_vision());
   PromptFormat pf = prompt_format_for(engine->tokenizer(), int32_t(engine->model().config().llava.image_token_index),
-                                      engine->model().image_tokens_per_image(), engine->eos_ids());
+                                      engine->model().processor().fixed_tokens(), engine->eos_ids());
   ASSERT_EQ(pf.chat_template, c.tmpl);
   ConversationEncoder enc(pf);
   for (const Sample& s : conversations()) {

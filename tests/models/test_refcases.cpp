@@ -41,7 +41,7 @@ TEST(RefcaseLlamaText, LogitsHiddenStatesAndGreedy) {
   nn::KVCache cache = m->text().make_cache(S + 16);
   std::vector<float> logits(size_t(S * V));
   Capture cap;
-  m->text().forward(emb.data<float>(), S, cache, logits.data(), true, cap.tap());
+  m->text().forward(emb.data<float>(), S, models::Positions::range(0, S), cache, logits.data(), true, cap.tap());
   EXPECT_LE(max_diff(ref_logits, logits.data(), S * V), 3e-4);
   for (int il = 0; il + 1 < L; ++il)
     EXPECT_LE(max_diff(ref_hidden.select(0, il + 1).contiguous(), cap.m[{"layer_out", il}].data(), S * D), 1e-4)
@@ -84,7 +84,7 @@ TEST(RefcaseLlava, FeaturesProjectorLogitsGreedy) {
   auto m = models::Vlm::load(dir, {models::WeightPrecision::F32});
   ASSERT_TRUE(m->has_vision());
   Tensor px = io::load_npy(dir + "/pixel_values.npy");
-  models::ImageEncoding enc = m->encode_image(px.data<float>(), px.dim(1), px.dim(2), px.dim(3));
+  test::LlavaEncoding enc = test::encode_llava(*m, px);
   Tensor ref_sel = io::load_npy(dir + "/vision_selected_layer.npy");
   Tensor ref_feat = io::load_npy(dir + "/vision_selected_features.npy");
   Tensor ref_proj = io::load_npy(dir + "/projector_output.npy");
@@ -93,12 +93,12 @@ TEST(RefcaseLlava, FeaturesProjectorLogitsGreedy) {
   EXPECT_LE(max_diff(ref_proj, enc.embeddings.data<float>(), enc.embeddings.numel()), 1e-4);
 
   std::vector<int32_t> ids = ids_of(io::load_npy(dir + "/input_ids.npy"));
-  EXPECT_EQ(std::count(ids.begin(), ids.end(), m->image_token_id()), m->image_tokens_per_image());
-  Tensor emb = m->embed_prompt(ids, {enc.embeddings});
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), m->image_token_id()), m->processor().fixed_tokens());
+  Tensor emb = m->embed_prompt(ids, {test::features_of(enc.embeddings)});
   const int64_t S = int64_t(ids.size()), V = m->text().vocab_size();
   nn::KVCache cache = m->text().make_cache(S + 16);
   std::vector<float> logits(size_t(S * V));
-  m->text().forward(emb.data<float>(), S, cache, logits.data(), true);
+  m->text().forward(emb.data<float>(), S, models::Positions::range(0, S), cache, logits.data(), true);
   Tensor ref_logits = io::load_npy(dir + "/logits.npy");
   EXPECT_LE(max_diff(ref_logits, logits.data(), S * V), 3e-4);
   Tensor ref_gen = io::load_npy(dir + "/generated_ids.npy");
@@ -110,9 +110,9 @@ TEST(RefcaseLlava, ImageTokenCountMismatchIsAnError) {
   auto m = models::Vlm::load(refcase("llava"), {models::WeightPrecision::F32});
   std::vector<int32_t> ids = {1, 5, m->image_token_id(), 7};
   Tensor one_row = Tensor::zeros({1, m->text().hidden_size()});
-  EXPECT_NO_THROW(m->embed_prompt(ids, {one_row}));
+  EXPECT_NO_THROW(m->embed_prompt(ids, {test::features_of(one_row)}));
   Tensor two_rows = Tensor::zeros({2, m->text().hidden_size()});
-  EXPECT_THROW(m->embed_prompt(ids, {two_rows}), Error);
+  EXPECT_THROW(m->embed_prompt(ids, {test::features_of(two_rows)}), Error);
   std::vector<int32_t> bad = {1, 100000};
   EXPECT_THROW(m->embed_prompt(bad, {}), Error);
 }

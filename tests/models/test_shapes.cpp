@@ -58,7 +58,7 @@ TEST_P(ShapeCase, MatchesReference) {
   ASSERT_EQ(int64_t(ids.size()), S);
   ASSERT_EQ(m->text().vocab_size(), V);
 
-  std::vector<Tensor> images;
+  std::vector<models::ImageFeatures> images;
   double proj_diff = -1;
   if (has_file(dir + "/pixel_values.npy")) {
     ASSERT_TRUE(m->has_vision());
@@ -66,12 +66,12 @@ TEST_P(ShapeCase, MatchesReference) {
     Tensor ref_proj = io::load_npy(dir + "/projector_output.npy");  // (1, N, D_text)
     ASSERT_EQ(px.ndim(), 4);
     ASSERT_EQ(ref_proj.ndim(), 3);
-    models::ImageEncoding enc = m->encode_image(px.data<float>(), px.dim(1), px.dim(2), px.dim(3));
+    test::LlavaEncoding enc = test::encode_llava(*m, px);
     ASSERT_EQ(enc.embeddings.shape(), (Shape{ref_proj.dim(1), ref_proj.dim(2)}));
     proj_diff = max_diff(ref_proj, enc.embeddings.data<float>(), enc.embeddings.numel());
     EXPECT_LE(proj_diff, 1e-4) << "projector output";
-    EXPECT_EQ(std::count(ids.begin(), ids.end(), m->image_token_id()), m->image_tokens_per_image());
-    images.push_back(enc.embeddings);
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), m->image_token_id()), m->processor().fixed_tokens());
+    images.push_back(test::features_of(enc.embeddings));
   } else {
     ASSERT_FALSE(m->has_vision());
   }
@@ -79,7 +79,7 @@ TEST_P(ShapeCase, MatchesReference) {
   Tensor emb = m->embed_prompt(ids, images);
   nn::KVCache cache = m->text().make_cache(S + ref_gen.numel() + 1);
   std::vector<float> logits(size_t(S * V));
-  m->text().forward(emb.data<float>(), S, cache, logits.data(), true);
+  m->text().forward(emb.data<float>(), S, models::Positions::range(0, S), cache, logits.data(), true);
   const double logit_diff = max_diff(ref_logits, logits.data(), S * V);
   EXPECT_LE(logit_diff, 3e-4) << "logits";
 

@@ -71,11 +71,11 @@ TEST(Scheduler, BatchedGreedyEqualsSequential) {
     int n_img = i % 2 == 0 ? 1 : 0;
     runtime::Request r;
     r.prompt = e.tokenize_prompt(e.render_prompt({{"user", prompts[i], n_img}}));
-    if (n_img) r.images.push_back({test_image(uint8_t(10 * i)), ""});
+    if (n_img) r.images.push_back({e.process_image(test_image(uint8_t(10 * i))), ""});
     r.options.max_new_tokens = 12 + int(i) * 3;
     r.options.stop_at_eos = false;
-    std::vector<Tensor> embs;
-    for (auto& im : r.images) embs.push_back(e.encode_image(im.image));
+    std::vector<models::ImageFeatures> embs;
+    for (auto& im : r.images) embs.push_back(e.encode_image(im.pixels));
     expected.push_back(e.generate(r.prompt, embs, r.options));
     reqs.push_back(std::move(r));
   }
@@ -103,7 +103,7 @@ TEST(Scheduler, QueueBoundCancellationTimeLimitAndCache) {
   runtime::Scheduler s(e, so);
   runtime::Request r;
   r.prompt = e.tokenize_prompt(e.render_prompt({{"user", "hi", 1}}));
-  r.images.push_back({test_image(3), "same-image"});
+  r.images.push_back({e.process_image(test_image(3)), "same-image"});
   r.options.max_new_tokens = 400;
   r.options.stop_at_eos = false;
   std::shared_ptr<runtime::RequestHandle> h1;

@@ -39,14 +39,18 @@ train::Example llava_example() {
 
 // All logits (S, V) through the inference path.
 std::vector<float> logits_of(models::Vlm& m, const train::Example& ex) {
-  std::vector<Tensor> images;
-  for (const auto& px : ex.pixel_values)
-    images.push_back(m.encode_image(px.data(), 3, m.image_size(), m.image_size()).embeddings);
+  std::vector<models::ImageFeatures> images;
+  const int64_t s = m.config().llava.vision.image_size;
+  for (const auto& px : ex.pixel_values) {
+    models::ImagePixels p;
+    p.values = Tensor::from_vector(px, {3, s, s});
+    images.push_back(m.encode_image(p));
+  }
   Tensor x = m.embed_prompt(ex.ids, images);
   const int64_t S = int64_t(ex.ids.size());
   nn::KVCache cache = m.text().make_cache(S);
   std::vector<float> logits(size_t(S * m.text().vocab_size()));
-  m.text().forward(x.data<float>(), S, cache, logits.data(), true);
+  m.text().forward(x.data<float>(), S, models::Positions::range(0, S), cache, logits.data(), true);
   return logits;
 }
 

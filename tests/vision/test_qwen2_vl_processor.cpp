@@ -9,6 +9,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "io/npy.h"
 #include "tensor/error.h"
 #include "test_util.h"
 #include "vision/image.h"
@@ -21,9 +22,9 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string case_dir() { return test::shared_dir() + "/refcases/qwen2_vl_s"; }
+std::string qwen_case_dir() { return test::shared_dir() + "/refcases/qwen2_vl_s"; }
 
-// A little-endian C-order .npy v1/v2 file: its dtype string, shape and raw data bytes.
+// A .npy file (io::load_npy) as its shape, raw bytes and numpy dtype string.
 struct Npy {
   std::string descr;
   std::vector<int64_t> shape;
@@ -36,42 +37,15 @@ struct Npy {
 };
 
 Npy read_npy(const std::string& path) {
-  const std::string bytes = test::read_file(path);
-  IRIS_CHECK(bytes.size() >= 10 && bytes.compare(0, 6, "\x93NUMPY") == 0, path, ": not a .npy file");
-  const int major = uint8_t(bytes[6]);
-  const size_t len_bytes = major == 1 ? 2 : 4, start = 8 + len_bytes;
-  size_t hlen = 0;
-  for (size_t i = 0; i < len_bytes; ++i) hlen |= size_t(uint8_t(bytes[8 + i])) << (8 * i);
-  IRIS_CHECK(bytes.size() >= start + hlen, path, ": truncated header");
-  const std::string header = bytes.substr(start, hlen);
+  Tensor t = io::load_npy(path);
   Npy npy;
-  auto value_after = [&](const std::string& key) {
-    const size_t k = header.find("'" + key + "'");
-    IRIS_CHECK(k != std::string::npos, path, ": header has no ", key);
-    return header.find(':', k) + 1;
-  };
-  size_t d = header.find('\'', value_after("descr"));
-  npy.descr = header.substr(d + 1, header.find('\'', d + 1) - d - 1);
-  IRIS_CHECK(header.find("False", value_after("fortran_order")) < header.find(',', value_after("fortran_order")), path,
-             ": Fortran order is not supported");
-  const size_t open = header.find('(', value_after("shape")), close = header.find(')', open);
-  std::string dims = header.substr(open + 1, close - open - 1);
-  for (size_t pos = 0; pos < dims.size();) {
-    const size_t comma = dims.find(',', pos);
-    const std::string tok = dims.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    if (tok.find_first_of("0123456789") != std::string::npos) npy.shape.push_back(std::stoll(tok));
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  npy.data = bytes.substr(start + hlen);
-  const size_t item = npy.descr == "|u1" ? 1 : npy.descr == "<f4" ? 4 : npy.descr == "<i8" ? 8 : 0;
-  IRIS_CHECK(item > 0, path, ": dtype ", npy.descr, " is not supported here");
-  IRIS_CHECK(npy.data.size() == size_t(npy.numel()) * item, path, ": ", npy.data.size(), " data bytes for shape of ",
-             npy.numel(), " items");
+  npy.descr = t.dtype() == DType::U8 ? "|u1" : t.dtype() == DType::F32 ? "<f4" : t.dtype() == DType::I64 ? "<i8" : "?";
+  npy.shape.assign(t.shape().begin(), t.shape().end());
+  npy.data.assign(static_cast<const char*>(t.raw()), t.nbytes());
   return npy;
 }
 
-template <class T>
+template <typename T>
 std::vector<T> npy_values(const Npy& npy) {
   std::vector<T> v(npy.data.size() / sizeof(T));
   std::memcpy(v.data(), npy.data.data(), v.size() * sizeof(T));
@@ -81,7 +55,7 @@ std::vector<T> npy_values(const Npy& npy) {
 const char* kPhotos[2] = {"photo_cat_451x300.png", "photo_hopper_512x600_420.jpg"};
 
 Qwen2VLProcessorConfig case_config() {
-  return Qwen2VLProcessorConfig::from_file(case_dir() + "/preprocessor_config.json");
+  return Qwen2VLProcessorConfig::from_file(qwen_case_dir() + "/preprocessor_config.json");
 }
 
 json parse(const char* s) { return json::parse(s); }
@@ -116,9 +90,9 @@ TEST(Qwen2VLRefcase, ResizedU8MatchesExactly) {
   const Qwen2VLProcessorConfig cfg = case_config();
   for (int i = 0; i < 2; ++i) {
     SCOPED_TRACE(kPhotos[i]);
-    const Image img = load_image(case_dir() + "/" + kPhotos[i]);
+    const Image img = load_image(qwen_case_dir() + "/" + kPhotos[i]);
     const Image r = qwen2_vl_resize_u8(img, cfg);
-    const Npy ref = read_npy(case_dir() + "/image" + std::to_string(i) + "_resized_u8.npy");
+    const Npy ref = read_npy(qwen_case_dir() + "/image" + std::to_string(i) + "_resized_u8.npy");
     ASSERT_EQ(ref.descr, "|u1");
     ASSERT_EQ(ref.shape, (std::vector<int64_t>{r.height, r.width, 3}));
     ASSERT_EQ(r.channels, 3);
@@ -131,8 +105,8 @@ TEST(Qwen2VLRefcase, ResizedU8MatchesExactly) {
 // pixel_values (both images, 48 rows each) and image_grid_thw from the photos, against transformers.
 TEST(Qwen2VLRefcase, PixelValuesAndGridMatch) {
   const Qwen2VLProcessorConfig cfg = case_config();
-  const Npy pv = read_npy(case_dir() + "/pixel_values.npy");
-  const Npy grid = read_npy(case_dir() + "/image_grid_thw.npy");
+  const Npy pv = read_npy(qwen_case_dir() + "/pixel_values.npy");
+  const Npy grid = read_npy(qwen_case_dir() + "/image_grid_thw.npy");
   ASSERT_EQ(pv.descr, "<f4");
   ASSERT_EQ(pv.shape, (std::vector<int64_t>{96, 1176}));
   ASSERT_EQ(grid.shape, (std::vector<int64_t>{2, 3}));
@@ -142,13 +116,13 @@ TEST(Qwen2VLRefcase, PixelValuesAndGridMatch) {
   std::vector<float> ours;
   for (int i = 0; i < 2; ++i) {
     SCOPED_TRACE(kPhotos[i]);
-    const Qwen2VLImage q = qwen2_vl_preprocess(load_image(case_dir() + "/" + kPhotos[i]), cfg);
+    const Qwen2VLImage q = qwen2_vl_preprocess(load_image(qwen_case_dir() + "/" + kPhotos[i]), cfg);
     EXPECT_EQ(q.grid_t, ref_grid[size_t(3 * i)]);
     EXPECT_EQ(q.grid_h, ref_grid[size_t(3 * i + 1)]);
     EXPECT_EQ(q.grid_w, ref_grid[size_t(3 * i + 2)]);
     EXPECT_EQ(q.patch_dim(), 1176);
     EXPECT_EQ(q.n_tokens(), 12);  // 12 image tokens per image in the case's input_ids
-    const Image img = load_image(case_dir() + "/" + kPhotos[i]);
+    const Image img = load_image(qwen_case_dir() + "/" + kPhotos[i]);
     EXPECT_EQ(qwen2_vl_grid_thw(img.height, img.width, cfg), (std::array<int64_t, 3>{q.grid_t, q.grid_h, q.grid_w}));
     ours.insert(ours.end(), q.pixel_values.begin(), q.pixel_values.end());
   }
@@ -166,10 +140,10 @@ TEST(Qwen2VLRefcase, PixelValuesAndGridMatch) {
 // The float step and the layout alone: the saved resized images give the saved pixel_values bit for bit.
 TEST(Qwen2VLRefcase, PatchifyOfSavedU8IsBitExact) {
   const Qwen2VLProcessorConfig cfg = case_config();
-  const std::vector<float> ref = npy_values<float>(read_npy(case_dir() + "/pixel_values.npy"));
+  const std::vector<float> ref = npy_values<float>(read_npy(qwen_case_dir() + "/pixel_values.npy"));
   size_t offset = 0;
   for (int i = 0; i < 2; ++i) {
-    const Npy u8 = read_npy(case_dir() + "/image" + std::to_string(i) + "_resized_u8.npy");
+    const Npy u8 = read_npy(qwen_case_dir() + "/image" + std::to_string(i) + "_resized_u8.npy");
     Image img = Image::zeros(int(u8.shape[1]), int(u8.shape[0]), 3);
     std::memcpy(img.pixels.data(), u8.data.data(), img.pixels.size());
     PreprocessConfig fl;
