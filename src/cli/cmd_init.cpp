@@ -44,6 +44,16 @@ Runner add_init(CLI::App& app) {
         IRIS_CHECK(!img || *img == cfg.llava.image_token_index, "init-model: the tokenizer's <image> is id ", *img,
                    " but the model's image_token_index is ", cfg.llava.image_token_index);
       }
+      if (cfg.arch == models::Architecture::Qwen2VL || cfg.arch == models::Architecture::Qwen2_5VL) {
+        const models::Qwen2VLConfig& q = cfg.qwen2_vl;
+        for (auto [name, id] : {std::pair<const char*, int>{"<|image_pad|>", q.image_token_id},
+                                {"<|vision_start|>", q.vision_start_token_id},
+                                {"<|vision_end|>", q.vision_end_token_id}}) {
+          auto have = tok.token_to_id(name);
+          IRIS_CHECK(have && *have == id, "init-model: the tokenizer in ", o->tokenizer, " has no ", name,
+                     " with id ", id, " (the model's)");
+        }
+      }
       for (int e : t.eos_token_ids)
         IRIS_CHECK(e < tok.vocab_size() || tok.eos_ids().empty(), "init-model: eos_token_id ", e,
                    " is not a token of the tokenizer");

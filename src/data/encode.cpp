@@ -46,7 +46,7 @@ ConversationEncoder::ConversationEncoder(const PromptFormat& fmt) : fmt_(fmt), t
   IRIS_CHECK(fmt.tok != nullptr, "data: PromptFormat needs a tokenizer");
   return fmt.tok;
 }()) {
-  IRIS_CHECK(fmt_.image_tokens_per_image >= 1, "data: image_tokens_per_image must be >= 1, got ",
+  IRIS_CHECK(fmt_.image_tokens_per_image >= 0, "data: image_tokens_per_image must be >= 0, got ",
              fmt_.image_tokens_per_image);
   if (fmt_.image_token >= 0) {
     auto existing = tok_.token_to_id("<image>");
@@ -86,15 +86,24 @@ std::string ConversationEncoder::render(const std::vector<text::ChatMessage>& me
   return text::render_chat(*tmpl_, messages, add_generation_prompt, tok_.bos_token(), tok_.eos_token());
 }
 
-std::vector<int32_t> ConversationEncoder::tokenize(const std::string& prompt) const {
+int64_t ConversationEncoder::image_token_count(const std::vector<int64_t>& image_tokens, size_t k) const {
+  if (k < image_tokens.size()) return image_tokens[k];
+  if (fmt_.image_tokens_per_image > 0 && image_tokens.empty()) return fmt_.image_tokens_per_image;
+  throw DataError(skip_reason::kImageMismatch, str_cat("image ", k, " has no token count (", image_tokens.size(),
+                                                       " image(s) processed)"));
+}
+
+std::vector<int32_t> ConversationEncoder::tokenize(const std::string& prompt,
+                                                   const std::vector<int64_t>& image_tokens) const {
   const std::string& bos = tok_.bos_token();
   std::vector<int32_t> ids = tok_.encode(prompt, bos.empty() || !starts_with(prompt, bos));
   if (fmt_.image_token < 0) return ids;
   std::vector<int32_t> out;
   out.reserve(ids.size());
+  size_t k = 0;
   for (int32_t id : ids) {
     if (id == fmt_.image_token)
-      out.insert(out.end(), size_t(fmt_.image_tokens_per_image), id);
+      out.insert(out.end(), size_t(image_token_count(image_tokens, k++)), id);
     else
       out.push_back(id);
   }
@@ -189,9 +198,12 @@ size_t ConversationEncoder::token_boundary(const std::string& full, size_t pos, 
   return lcp;  // the tokens both tokenizations agree on
 }
 
-Encoded ConversationEncoder::encode(const Sample& s) const { return encode(messages(s)); }
+Encoded ConversationEncoder::encode(const Sample& s, const std::vector<int64_t>& image_tokens) const {
+  return encode(messages(s), image_tokens);
+}
 
-Encoded ConversationEncoder::encode(const std::vector<text::ChatMessage>& msgs) const {
+Encoded ConversationEncoder::encode(const std::vector<text::ChatMessage>& msgs,
+                                    const std::vector<int64_t>& image_tokens) const {
   int expected_images = 0;
   bool has_assistant = false;
   for (const text::ChatMessage& m : msgs) {
@@ -241,11 +253,12 @@ Encoded ConversationEncoder::encode(const std::vector<text::ChatMessage>& msgs) 
   if (found != expected_images)
     throw DataError(skip_reason::kImageMismatch, str_cat("the prompt has ", found, " image token(s) but the ",
                                                          "conversation has ", expected_images, " image(s)"));
-  const size_t n_per = size_t(fmt_.image_tokens_per_image);
-  out.ids.reserve(ids.size() + size_t(found) * (n_per - 1));
+  out.ids.reserve(ids.size());
   out.labels.reserve(out.ids.capacity());
+  size_t k = 0;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (ids[i] == fmt_.image_token && fmt_.image_token >= 0) {
+      const size_t n_per = size_t(image_token_count(image_tokens, k++));
       out.ids.insert(out.ids.end(), n_per, ids[i]);
       out.labels.insert(out.labels.end(), n_per, kIgnoreIndex);
     } else {
@@ -271,13 +284,18 @@ PromptFormat prompt_format_for(const text::Tokenizer& tok, int32_t image_token, 
 Encoded encode_conversation(const Sample& s, const PromptFormat& fmt) { return ConversationEncoder(fmt).encode(s); }
 
 int truncate_encoded(Encoded& e, int64_t max_tokens, int32_t image_token, int64_t tokens_per_image) {
+  const size_t runs = size_t(std::count(e.ids.begin(), e.ids.end(), image_token));  // at least the images
+  return truncate_encoded(e, max_tokens, image_token, std::vector<int64_t>(runs, std::max<int64_t>(tokens_per_image, 1)));
+}
+
+int truncate_encoded(Encoded& e, int64_t max_tokens, int32_t image_token, const std::vector<int64_t>& image_tokens) {
   IRIS_CHECK(max_tokens >= 0, "data: max_tokens must be >= 0, got ", max_tokens);
   if (int64_t(e.ids.size()) <= max_tokens) return e.n_images;
   size_t cut = size_t(max_tokens);
   int kept = 0;
   if (image_token >= 0) {
-    const size_t n = size_t(std::max<int64_t>(tokens_per_image, 1));
     for (size_t i = 0; i < e.ids.size();) {
+      const size_t n = size_t(std::max<int64_t>(size_t(kept) < image_tokens.size() ? image_tokens[size_t(kept)] : 1, 1));
       if (e.ids[i] != image_token) {
         ++i;
         continue;

@@ -32,7 +32,8 @@ struct PromptFormat {
   const text::Tokenizer* tok = nullptr;  // required; copied (with "<image>" added as Engine adds it)
   std::string chat_template;             // Jinja source; "" = LLaVA-1.5's format (text::render_llava15)
   int32_t image_token = -1;              // id of the image placeholder ("<image>"); -1 = text-only model
-  int64_t image_tokens_per_image = 1;    // copies of it per image (the number of image embeddings)
+  int64_t image_tokens_per_image = 1;    // copies of it per image (the number of image embeddings); 0: each
+                                         // image's count is given to encode / tokenize (Qwen2-VL: by its size)
   std::vector<int32_t> eos_ids;          // ids that may close an answer; empty = tok->eos_ids()
   std::string default_system;            // system message for conversations without one; "" = none
 };
@@ -58,14 +59,17 @@ class ConversationEncoder {
 
   // Throws DataError: no_assistant (no assistant turn), template_error (the template raised or failed),
   // image_mismatch (image tokens in the ids differ from the turns' images). Thread-safe (const).
-  Encoded encode(const Sample& s) const;
-  Encoded encode(const std::vector<text::ChatMessage>& messages) const;
+  // image_tokens: the k-th image's token count (required when the format's image_tokens_per_image is 0).
+  Encoded encode(const Sample& s, const std::vector<int64_t>& image_tokens = {}) const;
+  Encoded encode(const std::vector<text::ChatMessage>& messages, const std::vector<int64_t>& image_tokens = {}) const;
 
   // The messages of a sample (with default_system applied).
   std::vector<text::ChatMessage> messages(const Sample& s) const;
   // What inference does: the prompt text for messages, and its ids (BOS rule, image tokens expanded).
   std::string render(const std::vector<text::ChatMessage>& messages, bool add_generation_prompt) const;
-  std::vector<int32_t> tokenize(const std::string& prompt) const;
+  std::vector<int32_t> tokenize(const std::string& prompt, const std::vector<int64_t>& image_tokens = {}) const;
+  // The k-th image's token count: image_tokens[k], or the format's fixed count.
+  int64_t image_token_count(const std::vector<int64_t>& image_tokens, size_t k) const;
 
   const text::Tokenizer& tokenizer() const { return tok_; }
   const PromptFormat& format() const { return fmt_; }
@@ -87,7 +91,9 @@ class ConversationEncoder {
 Encoded encode_conversation(const Sample& s, const PromptFormat& fmt);
 
 // Cuts e to at most max_tokens without splitting an image's token run (the cut moves before it). Updates
-// e.n_images to the images still complete and returns it.
+// e.n_images to the images still complete and returns it. tokens_per_image: every image's count, or (second
+// form) each image's.
 int truncate_encoded(Encoded& e, int64_t max_tokens, int32_t image_token, int64_t tokens_per_image);
+int truncate_encoded(Encoded& e, int64_t max_tokens, int32_t image_token, const std::vector<int64_t>& image_tokens);
 
 }  // namespace iris::data

@@ -83,14 +83,19 @@ int64_t DataLoader::epoch_size() const {
 namespace {
 
 // Encodes a sample and applies max_tokens. Throws DataError.
-Encoded encode_limited(const ConversationEncoder& enc, const Sample& s, const LoaderConfig& cfg, bool* truncated) {
-  Encoded e = enc.encode(s);
+// image_tokens: each image's token count (a per-image processor), else empty.
+Encoded encode_limited(const ConversationEncoder& enc, const Sample& s, const LoaderConfig& cfg, bool* truncated,
+                       const std::vector<int64_t>& image_tokens = {}) {
+  Encoded e = enc.encode(s, image_tokens);
   *truncated = false;
   if (int64_t(e.ids.size()) <= cfg.max_tokens) return e;
   if (cfg.over_length == OverLength::Skip)
     throw DataError(skip_reason::kTooLong, str_cat(e.ids.size(), " tokens, over max_tokens ", cfg.max_tokens));
   const size_t before = e.ids.size();
-  truncate_encoded(e, cfg.max_tokens, enc.format().image_token, enc.format().image_tokens_per_image);
+  if (image_tokens.empty())
+    truncate_encoded(e, cfg.max_tokens, enc.format().image_token, enc.format().image_tokens_per_image);
+  else
+    truncate_encoded(e, cfg.max_tokens, enc.format().image_token, image_tokens);
   if (std::all_of(e.labels.begin(), e.labels.end(), [](int32_t l) { return l == kIgnoreIndex; }))
     throw DataError(skip_reason::kTooLong, str_cat(before, " tokens, and no answer token is within max_tokens ",
                                                    cfg.max_tokens));
@@ -112,18 +117,10 @@ Example DataLoader::build(int64_t index, int64_t epoch, bool* truncated, int* ad
   IRIS_CHECK(index >= 0 && size_t(index) < samples_.size(), "data: sample index ", index, " out of range [0, ",
              samples_.size(), ")");
   const Sample& s = samples_[size_t(index)];
-  Encoded e = encode_limited(encoder_, s, cfg_, truncated);
-  *adjusted = e.boundary_adjusted;
-  Example ex;
-  ex.id = s.id;
-  ex.index = index;
-  ex.ids = std::move(e.ids);
-  ex.labels = std::move(e.labels);
   vision::DecodeOptions dopt;
   dopt.max_pixels = cfg_.max_pixels;
-  for (int j = 0; j < e.n_images; ++j) {
-    const std::string& rel = s.image_paths.at(size_t(j));
-    const std::string path = resolve_image_path(cfg_.image_dir, rel);
+  auto load = [&](size_t j) {
+    const std::string path = resolve_image_path(cfg_.image_dir, s.image_paths.at(j));
     std::error_code ec;
     if (!fs::is_regular_file(path, ec))
       throw DataError(skip_reason::kMissingImage, str_cat("image ", path, ": not found"));
@@ -137,6 +134,41 @@ Example DataLoader::build(int64_t index, int64_t epoch, bool* truncated, int* ad
       Rng rng(hash_key({cfg_.seed, uint64_t(epoch), uint64_t(index), uint64_t(j), 0x6175676dULL /* "augm" */}));
       img = augment_image(vision::to_rgb(img), cfg_.augment_config, rng);
     }
+    return std::make_pair(img, path);
+  };
+  Example ex;
+  ex.id = s.id;
+  ex.index = index;
+  if (cfg_.process) {  // images first: their sizes decide their token counts
+    std::vector<ProcessedImage> processed;
+    std::vector<int64_t> counts;
+    for (size_t j = 0; j < s.image_paths.size(); ++j) {
+      auto [img, path] = load(j);
+      try {
+        processed.push_back(cfg_.process(img));
+      } catch (const iris::Error& err) {  // too small, too elongated for the processor
+        throw DataError(skip_reason::kBadImage, str_cat("image ", path, ": ", err.what()));
+      }
+      counts.push_back(processed.back().tokens);
+    }
+    Encoded e = encode_limited(encoder_, s, cfg_, truncated, counts);
+    *adjusted = e.boundary_adjusted;
+    ex.ids = std::move(e.ids);
+    ex.labels = std::move(e.labels);
+    for (int j = 0; j < e.n_images; ++j) {
+      ProcessedImage& p = processed[size_t(j)];
+      ex.pixel_values.push_back(std::move(p.values));
+      ex.image_sizes.emplace_back(int(p.rows), int(p.cols));
+      ex.image_grids.push_back(p.grid);
+    }
+    return ex;
+  }
+  Encoded e = encode_limited(encoder_, s, cfg_, truncated);
+  *adjusted = e.boundary_adjusted;
+  ex.ids = std::move(e.ids);
+  ex.labels = std::move(e.labels);
+  for (int j = 0; j < e.n_images; ++j) {
+    vision::Image img = load(size_t(j)).first;
     auto [w, h] = cfg_.preprocess.output_size(img.width, img.height);
     ex.pixel_values.push_back(vision::preprocess(img, cfg_.preprocess));
     ex.image_sizes.emplace_back(h, w);
@@ -196,9 +228,12 @@ void DataLoader::compute_lengths() {
     for (int64_t i = begin; i < n; i += step) {
       try {
         bool truncated = false;
-        Encoded e = encode_limited(encoder_, samples_[size_t(i)], cfg_, &truncated);
+        const Sample& smp = samples_[size_t(i)];
+        // A per-image processor: one token per image stands in for the count (a sorting key only).
+        const std::vector<int64_t> ones(cfg_.process ? smp.image_paths.size() : 0, 1);
+        Encoded e = encode_limited(encoder_, smp, cfg_, &truncated, ones);
         lengths_[size_t(i)] = int64_t(e.ids.size());
-        record_stats(i, truncated, e.boundary_adjusted);
+        if (!cfg_.process) record_stats(i, truncated, e.boundary_adjusted);  // else counted when loaded
       } catch (const DataError& e) {
         try {
           record_bad(i, e);

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <array>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -35,14 +37,27 @@ struct Example {
   std::vector<int32_t> ids;     // (T)
   std::vector<int32_t> labels;  // (T), kIgnoreIndex outside answers
   std::vector<std::vector<float>> pixel_values;  // one (3, H, W) per image, in the order of the image tokens
-  std::vector<std::pair<int, int>> image_sizes;  // (H, W) of each pixel_values entry
+                                                 // (with LoaderConfig::process: that processor's layout)
+  std::vector<std::pair<int, int>> image_sizes;  // (H, W) of each pixel_values entry (process: (rows, cols))
+  std::vector<std::array<int64_t, 3>> image_grids;  // with LoaderConfig::process: each image's (t, h, w) grid
+};
+
+// What a model's own image processor makes of an image (LoaderConfig::process).
+struct ProcessedImage {
+  std::vector<float> values;    // rows x cols, row-major
+  int64_t rows = 0, cols = 0;
+  std::array<int64_t, 3> grid{1, 0, 0};  // (t, h, w) in patches
+  int64_t tokens = 0;           // image tokens it becomes in the prompt
 };
 
 enum class OverLength { Truncate, Skip };
 
 struct LoaderConfig {
   std::string image_dir;                // relative image paths are resolved against it
-  vision::PreprocessConfig preprocess;  // the model's image processor
+  vision::PreprocessConfig preprocess;  // the model's image processor (CLIP's: every image the same size)
+  // An image processor whose token count depends on the image (Qwen2-VL's): each sample's images are processed
+  // before its conversation is encoded, with their counts. Length grouping then counts one token per image.
+  std::function<ProcessedImage(const vision::Image&)> process;
   int workers = 2;                      // 0: load in the calling thread
   int prefetch = 8;                     // examples loaded or in flight ahead of the consumer (at least workers)
   uint64_t seed = 0;

@@ -5,7 +5,57 @@
 
 namespace iris::models {
 
+namespace {
+
+// Qwen2-VL / Qwen2.5-VL shapes: the real ones for the named checkpoints (random weights), a tiny one for tests.
+ModelConfig qwen2_vl_preset(const std::string& name) {
+  ModelConfig m;
+  Qwen2VLConfig& c = m.qwen2_vl;
+  LlamaConfig& t = c.text;
+  Qwen2VLVisionConfig& v = c.vision;
+  t.model_type = "qwen2";
+  t.attention_bias = true;
+  t.vocab_size = 151936;
+  t.rms_norm_eps = 1e-6f;
+  t.rope_theta = 1e6;
+  t.tie_word_embeddings = true;
+  t.bos_token_id = 151643;
+  t.eos_token_ids = {151645};
+  t.mrope_section = {16, 24, 24};
+  t.max_position_embeddings = 32768;
+  if (name == "qwen2-vl-tiny") {  // tests: the real vocabulary (Qwen tokenizers fit it), tiny widths
+    m.arch = Architecture::Qwen2VL;
+    t.hidden_size = 32, t.intermediate_size = 64, t.num_hidden_layers = 2, t.num_attention_heads = 2;
+    t.num_key_value_heads = 1;
+    t.mrope_section = {2, 3, 3};
+    t.max_position_embeddings = 4096;
+    v.depth = 2, v.embed_dim = 32, v.num_heads = 2, v.intermediate = 64, v.out_dim = 32;
+  } else if (name == "qwen2-vl-2b") {  // Qwen/Qwen2-VL-2B-Instruct
+    m.arch = Architecture::Qwen2VL;
+    t.hidden_size = 1536, t.intermediate_size = 8960, t.num_hidden_layers = 28, t.num_attention_heads = 12;
+    t.num_key_value_heads = 2;
+    v.depth = 32, v.embed_dim = 1280, v.num_heads = 16, v.intermediate = 5120, v.out_dim = 1536;
+  } else {  // "qwen2.5-vl-3b": Qwen/Qwen2.5-VL-3B-Instruct
+    m.arch = Architecture::Qwen2_5VL;
+    t.hidden_size = 2048, t.intermediate_size = 11008, t.num_hidden_layers = 36, t.num_attention_heads = 16;
+    t.num_key_value_heads = 2;
+    t.max_position_embeddings = 128000;
+    v.v25 = true;
+    v.depth = 32, v.embed_dim = 1280, v.num_heads = 16, v.intermediate = 3420, v.out_dim = 2048;
+    v.hidden_act = "silu";
+    v.window_size = 112;
+    v.fullatt_block_indexes = {7, 15, 23, 31};
+  }
+  t.head_dim = t.hidden_size / t.num_attention_heads;
+  t.validate();
+  v.validate();
+  return m;
+}
+
+}  // namespace
+
 ModelConfig preset(const std::string& name) {
+  if (name == "qwen2-vl-tiny" || name == "qwen2-vl-2b" || name == "qwen2.5-vl-3b") return qwen2_vl_preset(name);
   ModelConfig m;
   m.arch = Architecture::Llava;
   LlavaConfig& c = m.llava;
@@ -47,7 +97,8 @@ ModelConfig preset(const std::string& name) {
     c.pad_token_id = 2;
     c.vision_feature_layer = -1;
   } else {
-    throw Error(str_cat("unknown preset '", name, "' (known: tiny-llava, llava-1.5-0.5b, iris-shapes)"));
+    throw Error(str_cat("unknown preset '", name, "' (known: tiny-llava, llava-1.5-0.5b, iris-shapes, qwen2-vl-tiny, "
+                        "qwen2-vl-2b, qwen2.5-vl-3b)"));
   }
   t.head_dim = t.hidden_size / t.num_attention_heads;
   c.validate();

@@ -125,7 +125,9 @@ std::vector<std::pair<std::string, std::string>> Qwen2VLProcessor::config_files(
                    {"patch_size", pre_.patch_size},
                    {"merge_size", pre_.merge_size},
                    {"temporal_patch_size", pre_.temporal_patch_size}};
-  return {{"preprocessor_config.json", p.dump(2) + "\n"}};
+  // The processor's chat template, as the checkpoints ship it beside the tokenizer's.
+  nlohmann::json ct{{"chat_template", default_chat_template()}};
+  return {{"preprocessor_config.json", p.dump(2) + "\n"}, {"chat_template.json", ct.dump(2) + "\n"}};
 }
 
 }  // namespace iris::models

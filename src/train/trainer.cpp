@@ -43,11 +43,21 @@ IRIS_CONFIG_JSON(TrainerConfig, IRIS_TRAIN_FIELDS)
 
 vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string& dir) {
   const auto* clip = dynamic_cast<const models::ClipProcessor*>(&m.processor());
-  IRIS_CHECK(clip, "train: training from conversation or caption files needs a fixed image size (LLaVA's CLIP "
-             "processor); ", m.config().architecture_name(), " resizes each image to its own size, which the data "
-             "loader does not do yet");
-  (void)dir;
+  IRIS_CHECK(clip, dir, ": ", m.config().architecture_name(), " has no CLIP image processor");
   return clip->config();
+}
+
+// The data loader's hook for processors whose image-token count depends on the image (Qwen2-VL).
+data::ProcessedImage process_for_loader(const models::Vlm& m, const vision::Image& img) {
+  models::ImagePixels px = m.processor().process(img);
+  data::ProcessedImage p;
+  Tensor v = px.values.contiguous();
+  p.values.assign(v.data<float>(), v.data<float>() + v.numel());
+  p.rows = v.dim(0);
+  p.cols = v.numel() / std::max<int64_t>(v.dim(0), 1);
+  p.grid = {px.grid_t, px.grid_h, px.grid_w};
+  p.tokens = m.processor().tokens_for(px);
+  return p;
 }
 
 ParamGroups param_groups(TrainableVlm& tv, const TrainerConfig& cfg) {
@@ -169,7 +179,11 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
   for (int e : model->config().text().eos_token_ids)
     if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
   data::PromptFormat fmt = data::prompt_format_for(tok, model->has_vision() ? model->image_token_id() : -1,
-                                                   model->has_vision() ? model->processor().fixed_tokens() : 0, eos);
+                                                   model->has_vision() ? model->processor().fixed_tokens() : 1, eos);
+  // Without a chat template, the family's conversation format, as inference renders it (LLaVA's own format is
+  // the encoder's built-in one, with known answer spans).
+  if (fmt.chat_template.empty() && model->has_vision() && model->processor().fixed_tokens() == 0)
+    fmt.chat_template = model->processor().default_chat_template();
   std::unique_ptr<data::BatchSource> source;
   if (lm_objective) {
     std::vector<std::string> docs;
@@ -189,7 +203,14 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
     IRIS_CHECK(!samples.empty(), "train: no usable examples in ", cfg.data.empty() ? cfg.captions : cfg.data);
     data::LoaderConfig lc;
     lc.image_dir = cfg.images;
-    if (model->has_vision()) lc.preprocess = preprocess_for(*model, cfg.model);
+    if (model->has_vision()) {
+      if (model->processor().fixed_tokens() > 0) {
+        lc.preprocess = preprocess_for(*model, cfg.model);
+      } else {
+        const models::Vlm* mp = model.get();
+        lc.process = [mp](const vision::Image& img) { return process_for_loader(*mp, img); };
+      }
+    }
     lc.workers = cfg.workers;
     lc.seed = cfg.seed;
     lc.augment = cfg.augment;
@@ -270,7 +291,18 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
         Example ex;
         ex.ids = std::move(e.ids);
         ex.labels = std::move(e.labels);
-        ex.pixel_values = std::move(e.pixel_values);
+        if (e.image_grids.empty()) {
+          ex.pixel_values = std::move(e.pixel_values);
+        } else {  // the model's own layout: (rows, cols) and the grid
+          for (size_t j = 0; j < e.pixel_values.size(); ++j) {
+            models::ImagePixels px;
+            px.values = Tensor::from_vector(e.pixel_values[j], {e.image_sizes[j].first, e.image_sizes[j].second});
+            px.grid_t = e.image_grids[j][0];
+            px.grid_h = e.image_grids[j][1];
+            px.grid_w = e.image_grids[j][2];
+            ex.images.push_back(std::move(px));
+          }
+        }
         examples.push_back(std::move(ex));
         n_sup += supervised_count(examples.back());
         tokens += int64_t(examples.back().ids.size());
