@@ -137,3 +137,84 @@ double central_difference(std::vector<double>& v, size_t i, double h, F&& f) {
 }
 
 }  // namespace iris::test
+
+// ---- Qwen2-VL / Qwen2.5-VL rotary vision block (nn::RopeViTBlock), for tests/nn and tests/models -------------
+namespace iris::test {
+
+struct RefRopeVitShape {
+  int64_t D = 0, I = 0, n_head = 1;
+  bool rms_norm = false;  // RMSNorm (weight only) instead of LayerNorm
+  bool gated = false;     // mlp.down_proj(silu(mlp.gate_proj(x)) * mlp.up_proj(x)) instead of mlp.fc2(act(mlp.fc1(x)))
+  ops::Activation act = ops::Activation::QuickGelu;
+  double eps = 1e-6;
+};
+
+// The block under `p` ("visual.blocks.N."): h (T, D) in place. cos, sin (T, half): each token's rotary cosines and
+// sines, applied rotate-half to the first 2 * half dims of every head of q and k (qkv's output columns: q, k, v).
+// seg: 0 = seg[0] < ... < seg.back() = T; a row attends, non-causally, to the rows of its own segment only (a mask
+// over the whole sequence, not a loop over segments).
+inline void ref_rope_vit_block(const Weights& w, const std::string& p, const RefRopeVitShape& s,
+                               std::vector<double>& h, int64_t T, const std::vector<double>& cos,
+                               const std::vector<double>& sin, const std::vector<int64_t>& seg,
+                               const RefLoraOpts* lora = nullptr) {
+  const int64_t D = s.D, I = s.I, H = s.n_head, hd = D / H, half = int64_t(cos.size()) / T;
+  auto norm = [&](const std::string& m, const double* x, double* y) {
+    if (s.rms_norm) ref_rmsnorm(w, p + m, x, y, T, D, s.eps);
+    else ref_layernorm(w, p + m, x, y, T, D, s.eps);
+  };
+  std::vector<double> xn(size_t(T * D)), qkv(size_t(T * 3 * D)), att(size_t(T * D)), o(size_t(T * D));
+  norm("norm1", h.data(), xn.data());
+  ref_linear(w, p + "attn.qkv", xn.data(), T, D, 3 * D, qkv.data(), lora);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t part = 0; part < 2; ++part)  // q, then k
+      for (int64_t hh = 0; hh < H; ++hh)
+        for (int64_t i = 0; i < half; ++i) {
+          double* x = qkv.data() + t * 3 * D + part * D + hh * hd;
+          const double c = cos[size_t(t * half + i)], sn = sin[size_t(t * half + i)], a = x[i], b = x[i + half];
+          x[i] = a * c - b * sn;
+          x[i + half] = b * c + a * sn;
+        }
+  std::vector<int64_t> sid(size_t(T), -1);
+  for (size_t k = 0; k + 1 < seg.size(); ++k)
+    for (int64_t t = seg[k]; t < seg[k + 1]; ++t) sid[size_t(t)] = int64_t(k);
+  const double scale = 1.0 / std::sqrt(double(hd));
+  std::vector<double> pr(size_t(T));
+  for (int64_t hh = 0; hh < H; ++hh)
+    for (int64_t i = 0; i < T; ++i) {
+      const double* q = qkv.data() + i * 3 * D + hh * hd;
+      double m = -INFINITY, sum = 0;
+      for (int64_t j = 0; j < T; ++j) {
+        if (sid[size_t(j)] != sid[size_t(i)]) continue;
+        const double* k = qkv.data() + j * 3 * D + D + hh * hd;
+        double d = 0;
+        for (int64_t e = 0; e < hd; ++e) d += q[e] * k[e];
+        pr[size_t(j)] = scale * d;
+        m = std::max(m, pr[size_t(j)]);
+      }
+      for (int64_t j = 0; j < T; ++j)
+        if (sid[size_t(j)] == sid[size_t(i)]) sum += (pr[size_t(j)] = std::exp(pr[size_t(j)] - m));
+      for (int64_t e = 0; e < hd; ++e) {
+        double acc = 0;
+        for (int64_t j = 0; j < T; ++j)
+          if (sid[size_t(j)] == sid[size_t(i)]) acc += pr[size_t(j)] / sum * qkv[size_t(j * 3 * D + 2 * D + hh * hd + e)];
+        att[size_t(i * D + hh * hd + e)] = acc;
+      }
+    }
+  ref_linear(w, p + "attn.proj", att.data(), T, D, D, o.data(), lora);
+  for (size_t i = 0; i < h.size(); ++i) h[i] += o[i];
+  std::vector<double> f(size_t(T * I)), u(size_t(T * I)), y(size_t(T * D));
+  norm("norm2", h.data(), xn.data());
+  if (s.gated) {
+    ref_linear(w, p + "mlp.gate_proj", xn.data(), T, D, I, f.data(), lora);
+    ref_linear(w, p + "mlp.up_proj", xn.data(), T, D, I, u.data(), lora);
+    for (size_t i = 0; i < f.size(); ++i) f[i] = ops::ref::silu(f[i]) * u[i];
+    ref_linear(w, p + "mlp.down_proj", f.data(), T, I, D, y.data(), lora);
+  } else {
+    ref_linear(w, p + "mlp.fc1", xn.data(), T, D, I, f.data(), lora);
+    for (double& v : f) v = ops::ref::activation(s.act, v);
+    ref_linear(w, p + "mlp.fc2", f.data(), T, I, D, y.data(), lora);
+  }
+  for (size_t i = 0; i < h.size(); ++i) h[i] += y[i];
+}
+
+}  // namespace iris::test
