@@ -1,0 +1,167 @@
+// Qwen2-VL speed at real scale: creates (once) a model with the shapes of Qwen2-VL-2B-Instruct and random weights
+// (preset qwen2-vl-2b), saves it as a bf16 Hugging Face folder, loads it back like any checkpoint (bf16 matrix
+// products) and reports, on the threads given:
+//   - image encode (processor + vision tower + merger) for a 448x448, a 1024x768 and a 1920x1080 image at the
+//     folder's max_pixels: patches, image tokens, ms and the encoder's matrix-product GFLOP/s, against the bf16
+//     matmul throughput measured in the same run on the tower's own shapes;
+//   - image tokens and encode ms of the 1920x1080 image against max_pixels;
+//   - prefill tok/s (one 1024x768 image + 64 text tokens) and decode tok/s with the weight bandwidth it implies,
+//     against the memory read bandwidth measured in the same run.
+// Usage: bench_qwen2_vl [--dir DIR (default bench-qwen2-vl)] [-t THREADS (2)] [--decode N (32)] [--preset P]
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "cpu/threads.h"
+#include "models/presets.h"
+#include "runtime/session.h"
+#include "vision/image.h"
+
+using namespace iris;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+static double secs(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Memory read bandwidth (GB/s): sums a 1 GiB buffer, best of 3.
+static double read_bandwidth() {
+  const int64_t n = (int64_t(1) << 30) / 8;
+  static std::vector<uint64_t> buf(size_t(n), 1);
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    auto t0 = Clock::now();
+    std::vector<uint64_t> part(size_t(cpu::num_threads()) * 8, 0);
+    cpu::parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+      uint64_t s = 0;
+      for (int64_t i = b; i < e; ++i) s += buf[size_t(i)];
+      part[size_t(omp_get_thread_num()) * 8] += s;
+    });
+    best = std::min(best, secs(t0));
+    if (part[0] == 42) std::printf("?");
+  }
+  return double(n) * 8 / best / 1e9;
+}
+
+// bf16 matmul GFLOP/s of an (M, K) x (K, N) product with packed weights, best of 3.
+static double matmul_gflops(int64_t M, int64_t N, int64_t K) {
+  Tensor w = Tensor::empty({N, K});
+  std::mt19937 g(1);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = d(g);
+  cpu::LinearWeight lw(w, cpu::MatmulPrecision::BF16);
+  std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
+  lw.forward(x.data(), M, K, y.data(), N);
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    auto t0 = Clock::now();
+    lw.forward(x.data(), M, K, y.data(), N);
+    best = std::min(best, secs(t0));
+  }
+  return 2.0 * double(M) * double(N) * double(K) / best / 1e9;
+}
+
+// A photo-like test image: smooth gradients and a few discs (the content does not change the cost).
+static vision::Image test_image(int w, int h) {
+  vision::Image img = vision::Image::zeros(w, h, 3);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      uint8_t* p = img.row(y) + 3 * x;
+      p[0] = uint8_t(255 * x / w);
+      p[1] = uint8_t(255 * y / h);
+      p[2] = uint8_t(((x / 37) ^ (y / 29)) & 1 ? 200 : 40);
+    }
+  return img;
+}
+
+int main(int argc, char** argv) {
+  std::string dir = "bench-qwen2-vl", preset = "qwen2-vl-2b";
+  int threads = 2, n_decode = 32, n_text = 64;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
+    else if (!std::strcmp(argv[i], "-t")) threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--decode")) n_decode = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--preset")) preset = argv[i + 1];
+  }
+  cpu::set_num_threads(threads);
+  models::ModelConfig cfg = models::preset(preset);
+  if (!fs::exists(fs::path(dir) / "model.safetensors")) {
+    std::printf("creating %s (%s, bf16) ...\n", dir.c_str(), preset.c_str());
+    auto t0 = Clock::now();
+    auto m = models::Vlm::create(cfg, 1);
+    models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::BF16);
+    std::printf("created in %.1f s\n", secs(t0));
+  }
+  auto m = models::Vlm::load(dir, {models::WeightPrecision::BF16});
+  const models::Qwen2VLVisionConfig& v = cfg.qwen2_vl.vision;
+  const models::LlamaConfig& t = cfg.qwen2_vl.text;
+  const int64_t D = v.embed_dim, I = v.intermediate, P = v.patch_dim(), H = int64_t(D) * 4;
+  std::printf("%s, %d threads; vision %d blocks x %lld (MLP %lld%s), text %d layers x %d\n", preset.c_str(), threads,
+              v.depth, (long long)D, (long long)I, v.v25 ? ", windows" : "", t.num_hidden_layers, t.hidden_size);
+
+  // Matrix-product FLOPs of encoding an image of N patches: patch embedding, qkv, proj, MLP, merger.
+  auto matmul_flops = [&](int64_t N) {
+    const double mlp = v.v25 ? 3.0 * D * I : 2.0 * D * I;
+    return 2.0 * N * (double(P) * D + v.depth * (4.0 * D * D + mlp)) + 2.0 * (N / 4) * (double(H) * H + double(H) * v.out_dim);
+  };
+  const double peak = matmul_gflops(1024, I, D);
+  std::printf("bf16 matmul, same run, tower MLP shape 1024x%lldx%lld: %.0f GFLOP/s\n", (long long)I, (long long)D, peak);
+
+  std::printf("\n| image | resized | patches | tokens | encode ms | matmul GFLOP/s | of bf16 matmul |\n|---|---|---|---|---|---|---|\n");
+  const int sizes[3][2] = {{448, 448}, {1024, 768}, {1920, 1080}};
+  models::ImageFeatures keep;
+  for (const auto& s : sizes) {
+    vision::Image img = test_image(s[0], s[1]);
+    m->encode_image(m->processor().process(vision::Image(img)));  // warm up the primitives for this size
+    auto t0 = Clock::now();
+    models::ImagePixels px = m->processor().process(img);
+    models::ImageFeatures f = m->encode_image(px);
+    const double sec = secs(t0);
+    const int64_t N = px.values.dim(0);
+    std::printf("| %dx%d | %lldx%lld | %lld | %lld | %.0f | %.0f | %.0f%% |\n", s[0], s[1],
+                (long long)(px.grid_w * v.patch_size), (long long)(px.grid_h * v.patch_size), (long long)N,
+                (long long)f.n_tokens(), sec * 1e3, matmul_flops(N) / sec / 1e9, 100.0 * matmul_flops(N) / sec / 1e9 / peak);
+    if (s[0] == 1024) keep = f;
+  }
+
+  std::printf("\n1920x1080 against max_pixels:\n| max_pixels | resized | tokens | encode ms |\n|---|---|---|---|\n");
+  for (int64_t mp : {int64_t(200704), int64_t(401408), int64_t(802816), int64_t(1003520), int64_t(1605632)}) {
+    models::ProcessOptions o;
+    o.max_pixels = mp;
+    vision::Image img = test_image(1920, 1080);
+    models::ImagePixels px = m->processor().process(img, o);
+    auto t0 = Clock::now();
+    models::ImageFeatures f = m->encode_image(px);
+    std::printf("| %lld | %lldx%lld | %lld | %.0f |\n", (long long)mp, (long long)(px.grid_w * v.patch_size),
+                (long long)(px.grid_h * v.patch_size), (long long)f.n_tokens(), secs(t0) * 1e3);
+  }
+
+  // Prefill and decode.
+  const int32_t img_tok = m->image_token_id();
+  std::vector<int32_t> ids{151644, 872, 198, cfg.qwen2_vl.vision_start_token_id};
+  for (int64_t i = 0; i < keep.n_tokens(); ++i) ids.push_back(img_tok);
+  ids.push_back(cfg.qwen2_vl.vision_end_token_id);
+  for (int i = 0; i < n_text; ++i) ids.push_back(1000 + i);
+  models::PromptInput in = m->prepare_prompt(ids, {keep});
+  runtime::Session s(*m, int64_t(ids.size()) + n_decode + 2);
+  s.prefill(in);  // warm up
+  s.reset();
+  auto t0 = Clock::now();
+  s.prefill(in);
+  const double pre = secs(t0);
+  s.decode(5);  // warm up the M = 1 primitives
+  auto t1 = Clock::now();
+  for (int i = 0; i < n_decode; ++i) s.decode(5);
+  const double dec = secs(t1) / n_decode;
+  const int64_t qd = int64_t(t.num_attention_heads) * t.head_dim, kvd = int64_t(t.num_key_value_heads) * t.head_dim;
+  const double lm_bytes = 2.0 * (double(t.num_hidden_layers) * (double(t.hidden_size) * (2 * qd + 2 * kvd) +
+                                                                 3.0 * t.hidden_size * t.intermediate_size) +
+                                 double(t.vocab_size) * t.hidden_size);
+  const double bw = read_bandwidth();
+  std::printf("\nprefill: %zu tokens (%lld image) in %.0f ms: %.1f tok/s\n", ids.size(), (long long)keep.n_tokens(),
+              pre * 1e3, double(ids.size()) / pre);
+  std::printf("decode: %.2f tok/s, %.1f GB/s of bf16 weights (%.2f GB per token), read bandwidth %.1f GB/s: %.0f%%\n",
+              1.0 / dec, lm_bytes / dec / 1e9, lm_bytes / 1e9, bw, 100.0 * lm_bytes / dec / 1e9 / bw);
+  return 0;
+}
