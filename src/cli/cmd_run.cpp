@@ -52,7 +52,7 @@ Runner add_run(CLI::App& app) {
     double enc_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     runtime::GenerateOptions g;
     g.max_new_tokens = o->n_predict;
-    g.sampling = o->sampling.p;
+    g.sampling = o->sampling.resolve(engine->generation_defaults());
     runtime::GenerateResult r = engine->generate(ids, embs, g, [](const std::string& piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);

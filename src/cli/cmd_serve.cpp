@@ -135,7 +135,8 @@ Runner add_serve(CLI::App& app) {
     o->model.resolve();
     runtime::EngineOptions eo = o->model.engine_options();
     auto engine = runtime::Engine::load(o->model.model, eo);
-    text::validate(o->sampling.p);
+    const text::SamplingParams sampling = o->sampling.resolve(engine->generation_defaults());
+    text::validate(sampling);
 
     runtime::SchedulerOptions sched_opt;
     sched_opt.max_active = o->parallel;
@@ -148,7 +149,7 @@ Runner add_serve(CLI::App& app) {
       std::filesystem::path p = std::filesystem::absolute(o->model.model).lexically_normal();
       so.model_id = p.has_filename() ? p.filename().string() : p.parent_path().filename().string();
     }
-    so.sampling = o->sampling.p;
+    so.sampling = sampling;
     so.decode = eo.decode;
     so.max_body_bytes = size_t(o->max_body_mb * 1024 * 1024);
     so.images.max_image_bytes = size_t(o->max_image_mb * 1024 * 1024);

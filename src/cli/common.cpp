@@ -78,13 +78,28 @@ runtime::EngineOptions ModelFlags::engine_options() const {
 
 void ModelFlags::apply_threads() const { cpu::set_num_threads(threads); }
 
+text::SamplingParams SamplingFlags::resolve(const text::SamplingParams& defaults) const {
+  text::SamplingParams r = defaults;
+  r.seed = p.seed;
+  if (temp_ && temp_->count()) r.temperature = p.temperature;
+  if (top_k_ && top_k_->count()) r.top_k = p.top_k;
+  if (top_p_ && top_p_->count()) r.top_p = p.top_p;
+  if (min_p_ && min_p_->count()) r.min_p = p.min_p;
+  if (penalty_ && penalty_->count()) r.repetition_penalty = p.repetition_penalty;
+  if (last_n_ && last_n_->count()) r.repeat_last_n = p.repeat_last_n;
+  return r;
+}
+
 void SamplingFlags::add(CLI::App& app) {
-  app.add_option("--temp", p.temperature, "temperature; 0 = greedy (default 0, as Hugging Face's generate)");
-  app.add_option("--top-k", p.top_k, "top-k sampling (0 = off)");
-  app.add_option("--top-p", p.top_p, "top-p sampling (1 = off)");
-  app.add_option("--min-p", p.min_p, "min-p sampling (0 = off)");
-  app.add_option("--repeat-penalty", p.repetition_penalty, "repetition penalty (1 = off)");
-  app.add_option("--repeat-last-n", p.repeat_last_n, "tokens considered by the repetition penalty (-1 = all)");
+  temp_ = app.add_option("--temp", p.temperature,
+                         "temperature; 0 = greedy (default: the model folder's generation_config.json, else 0 as "
+                         "Hugging Face's generate)");
+  top_k_ = app.add_option("--top-k", p.top_k, "top-k sampling (0 = off)");
+  top_p_ = app.add_option("--top-p", p.top_p, "top-p sampling (1 = off)");
+  min_p_ = app.add_option("--min-p", p.min_p, "min-p sampling (0 = off)");
+  penalty_ = app.add_option("--repeat-penalty", p.repetition_penalty, "repetition penalty (1 = off)");
+  last_n_ = app.add_option("--repeat-last-n", p.repeat_last_n,
+                           "tokens considered by the repetition penalty (-1 = all)");
   app.add_option("-s,--seed", p.seed, "random seed");
 }
 

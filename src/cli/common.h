@@ -34,6 +34,13 @@ struct ModelFlags {
 struct SamplingFlags {
   text::SamplingParams p;
   void add(CLI::App& app);
+  // The sampling settings: the model folder's generation_config.json defaults (Engine::generation_defaults),
+  // with every flag the user gave on top.
+  text::SamplingParams resolve(const text::SamplingParams& defaults) const;
+
+ private:
+  CLI::Option *temp_ = nullptr, *top_k_ = nullptr, *top_p_ = nullptr, *min_p_ = nullptr, *penalty_ = nullptr,
+              *last_n_ = nullptr;
 };
 
 // Each subcommand registers itself and returns the function that runs it.

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "io/file.h"
 #include "runtime/text_stream.h"
 #include "text/jinja.h"
 
@@ -16,6 +17,43 @@ static double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+namespace {
+
+text::SamplingParams read_generation_config(const std::string& dir) {
+  text::SamplingParams p;
+  const fs::path f = fs::path(dir) / "generation_config.json";
+  if (!fs::exists(f)) return p;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(io::read_file(f.string()));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str_cat(f.string(), ": invalid JSON: ", e.what()));
+  }
+  IRIS_CHECK(j.is_object(), f.string(), ": expected a JSON object");
+  auto num = [&](const char* k, double def) {
+    if (!j.contains(k) || j[k].is_null()) return def;
+    IRIS_CHECK(j[k].is_number(), f.string(), ": ", k, " must be a number, got ", j[k].dump());
+    return j[k].get<double>();
+  };
+  const bool do_sample = j.contains("do_sample") && j["do_sample"].is_boolean() && j["do_sample"].get<bool>();
+  // Hugging Face applies the penalty to every earlier token (prompt included), sampling or not.
+  p.repetition_penalty = float(num("repetition_penalty", 1.0));
+  p.repeat_last_n = -1;
+  if (do_sample) {
+    p.temperature = float(num("temperature", 1.0));
+    p.top_k = int(num("top_k", 50));
+    p.top_p = float(num("top_p", 1.0));
+  }
+  try {
+    text::validate(p);
+  } catch (const Error& e) {
+    throw Error(str_cat(f.string(), ": ", e.what()));
+  }
+  return p;
+}
+
+}  // namespace
+
 std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions& opt) {
   auto e = std::make_unique<Engine>();
   e->model_ = models::Vlm::load(dir, opt.load);
@@ -27,6 +65,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions
              "sliding window of ", tc.exact_context(), " (iris computes full attention; lower -c)");
   e->dir_ = dir;
   e->process_ = opt.process;
+  e->gen_defaults_ = read_generation_config(dir);
   // A folder without a tokenizer still runs from token ids (iris forward --input-ids).
   if (fs::exists(fs::path(dir) / "tokenizer.json")) {
     e->tok_ = text::Tokenizer::from_dir(dir);

@@ -63,6 +63,10 @@ class Engine {
   std::vector<int32_t> eos_ids() const;
   int64_t n_ctx() const { return n_ctx_; }
   const models::ProcessOptions& process_options() const { return process_; }
+  // Sampling as the folder's generation_config.json sets it for Hugging Face's generate(): greedy unless
+  // do_sample (then temperature, top_k (50 when absent), top_p), and repetition_penalty over the whole history
+  // either way. Without the file: greedy, no penalty.
+  const text::SamplingParams& generation_defaults() const { return gen_defaults_; }
 
   // The prompt text: the chat template when the folder has one, else the family's conversation format (LLaVA-1.5's
   // "USER: <image>\n... ASSISTANT:", Qwen2-VL's ChatML), or the plain text for a text-only model. Each image
@@ -92,6 +96,7 @@ class Engine {
   std::string dir_;
   std::optional<text::Tokenizer> tok_;
   models::ProcessOptions process_;
+  text::SamplingParams gen_defaults_;
   std::string chat_template_;
   int64_t n_ctx_ = 0;
   int32_t image_token_ = -1;

@@ -178,7 +178,7 @@ inline void ref_rope_vit_block(const Weights& w, const std::string& p, const Ref
   for (size_t k = 0; k + 1 < seg.size(); ++k)
     for (int64_t t = seg[k]; t < seg[k + 1]; ++t) sid[size_t(t)] = int64_t(k);
   const double scale = 1.0 / std::sqrt(double(hd));
-  std::vector<double> pr(size_t(T));
+  std::vector<double> pr(static_cast<size_t>(T));
   for (int64_t hh = 0; hh < H; ++hh)
     for (int64_t i = 0; i < T; ++i) {
       const double* q = qkv.data() + i * 3 * D + hh * hd;

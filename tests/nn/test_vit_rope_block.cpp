@@ -10,6 +10,7 @@
 #include <functional>
 #include <iostream>
 #include <random>
+#include <type_traits>
 
 #include "nn/block_ref.h"
 #include "nn/vit_rope_block.h"

@@ -31,3 +31,33 @@ TEST(EnginePrompt, TextModelUsesTokenizerTemplateWithStringContent) {
   g.stop_at_eos = false;
   EXPECT_EQ(e->generate(ids, {}, g).tokens.size(), 3u);
 }
+
+// generation_config.json gives the sampling defaults, as Hugging Face's generate() reads them: greedy unless
+// do_sample, repetition_penalty over the whole history either way; a malformed file is an error naming it.
+TEST(EnginePrompt, GenerationConfigDefaults) {
+  models::ModelConfig cfg;
+  cfg.arch = models::Architecture::Llama;
+  models::LlamaConfig& t = cfg.llava.text;
+  t.vocab_size = 128256, t.hidden_size = 16, t.intermediate_size = 32, t.num_hidden_layers = 1;
+  t.num_attention_heads = 2, t.num_key_value_heads = 1, t.head_dim = 8, t.max_position_embeddings = 64;
+  std::string dir = test::temp_dir() + "/llama3-genconfig";
+  auto m = models::Vlm::create(cfg, 1);
+  models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::BF16, test::shared_dir() + "/tokenizers/llama3");
+  EXPECT_EQ(runtime::Engine::load(dir)->generation_defaults().temperature, 0.0f);  // no file: greedy
+  test::write_file(dir + "/generation_config.json",
+                   R"({"do_sample": true, "temperature": 0.1, "top_p": 0.001, "top_k": 1, "repetition_penalty": 1.05})");
+  text::SamplingParams p = runtime::Engine::load(dir)->generation_defaults();
+  EXPECT_FLOAT_EQ(p.temperature, 0.1f);
+  EXPECT_EQ(p.top_k, 1);
+  EXPECT_FLOAT_EQ(p.top_p, 0.001f);
+  EXPECT_FLOAT_EQ(p.repetition_penalty, 1.05f);
+  EXPECT_EQ(p.repeat_last_n, -1);
+  test::write_file(dir + "/generation_config.json", R"({"temperature": 0.7, "repetition_penalty": 1.1})");
+  p = runtime::Engine::load(dir)->generation_defaults();
+  EXPECT_EQ(p.temperature, 0.0f);  // do_sample false: greedy, the penalty still applies
+  EXPECT_FLOAT_EQ(p.repetition_penalty, 1.1f);
+  test::write_file(dir + "/generation_config.json", R"({"do_sample": true, "temperature": "hot"})");
+  EXPECT_THROW(runtime::Engine::load(dir), Error);
+  test::write_file(dir + "/generation_config.json", "{not json");
+  EXPECT_THROW(runtime::Engine::load(dir), Error);
+}
