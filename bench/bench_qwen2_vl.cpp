@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <random>
 
+#include "bench_util.h"
 #include "cpu/threads.h"
 #include "models/presets.h"
 #include "runtime/session.h"
@@ -21,28 +22,10 @@
 
 using namespace iris;
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
 
-static double secs(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// Memory read bandwidth (GB/s): sums a 1 GiB buffer, best of 3.
-static double read_bandwidth() {
-  const int64_t n = (int64_t(1) << 30) / 8;
-  static std::vector<uint64_t> buf(size_t(n), 1);
-  double best = 1e30;
-  for (int r = 0; r < 3; ++r) {
-    auto t0 = Clock::now();
-    std::vector<uint64_t> part(size_t(cpu::num_threads()) * 8, 0);
-    cpu::parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
-      uint64_t s = 0;
-      for (int64_t i = b; i < e; ++i) s += buf[size_t(i)];
-      part[size_t(omp_get_thread_num()) * 8] += s;
-    });
-    best = std::min(best, secs(t0));
-    if (part[0] == 42) std::printf("?");
-  }
-  return double(n) * 8 / best / 1e9;
-}
+using bench::read_bandwidth;
+using bench::secs;
 
 // bf16 matmul GFLOP/s of an (M, K) x (K, N) product with packed weights, best of 3.
 static double matmul_gflops(int64_t M, int64_t N, int64_t K) {

@@ -33,7 +33,7 @@ void RopeViTBlock::forward(float* h, int64_t T, const ops::RopeTable& rope, cons
                            const Tap& tap, int il) const {
   const int64_t D = dim(), I = mlp_dim(), hd = D / n_head;
   check_segments(seg, T);
-  IRIS_ASSERT(rope.T == T);
+  IRIS_CHECK(rope.T == T, "vision block: a rotary table of ", rope.T, " rows for ", T, " tokens");
   float* xn = Scratch::get(s.a, size_t(T * D));
   float* qkvb = Scratch::get(s.b, size_t(T * 3 * D));
   float* ab = Scratch::get(s.c, size_t(T * std::max(D, I)));
@@ -63,6 +63,7 @@ void RopeViTBlock::forward_train(float* h, int64_t T, const ops::RopeTable& rope
                                  RopeViTBlockActs& a) const {
   const int64_t D = dim(), I = mlp_dim(), hd = D / n_head;
   check_segments(seg, T);
+  IRIS_CHECK(rope.T == T, "vision block: a rotary table of ", rope.T, " rows for ", T, " tokens");
   a.x.assign(h, h + T * D);
   if (rms_norm) {
     rn1.forward_train(h, sized(a.xn1, T * D), sized(a.rstd1, T), T);
@@ -96,6 +97,8 @@ void RopeViTBlock::forward_train(float* h, int64_t T, const ops::RopeTable& rope
 void RopeViTBlock::backward(const RopeViTBlockActs& a, int64_t T, const ops::RopeTable& rope, const Segments& seg,
                             float* dh, Scratch& s) const {
   const int64_t D = dim(), I = mlp_dim(), hd = D / n_head;
+  check_segments(seg, T);
+  IRIS_CHECK(rope.T == T, "vision block: a rotary table of ", rope.T, " rows for ", T, " tokens");
   float* dm = Scratch::get(s.a, size_t(T * I));                // (T, I) d of the MLP's inner activation
   float* tmp = Scratch::get(s.b, size_t(T * std::max(D, I)));  // (T, I): the inner activation, later (T, D): d att
   float* dxn = Scratch::get(s.c, size_t(T * D));

@@ -171,7 +171,7 @@ PreprocessConfig PreprocessConfig::from_json(const json& j) {
   return c;
 }
 
-PreprocessConfig PreprocessConfig::from_file(const std::string& path) {
+void read_config_file(const std::string& path, const std::function<void(const nlohmann::json&)>& parse) {
   std::ifstream f(path, std::ios::binary);
   IRIS_CHECK(f.is_open(), path, ": cannot open preprocessor config");
   std::stringstream ss;
@@ -183,12 +183,18 @@ PreprocessConfig PreprocessConfig::from_file(const std::string& path) {
     throw Error(str_cat(path, ": invalid JSON: ", e.what()));
   }
   try {
-    return from_json(j);
+    parse(j);
   } catch (const Error& e) {
     throw Error(str_cat(path, ": ", e.what()));
   } catch (const json::exception& e) {
     throw Error(str_cat(path, ": ", e.what()));
   }
+}
+
+PreprocessConfig PreprocessConfig::from_file(const std::string& path) {
+  PreprocessConfig c;
+  read_config_file(path, [&](const json& j) { c = from_json(j); });
+  return c;
 }
 
 std::pair<int, int> PreprocessConfig::resize_size(int in_width, int in_height) const {

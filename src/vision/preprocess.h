@@ -3,6 +3,7 @@
 // pixel_values, computed with the same float32 operations as transformers so the numbers match bit for bit.
 #pragma once
 #include <array>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,6 +43,10 @@ struct PreprocessConfig {
   // may reach outside [0, out_width] x [0, out_height] where the crop cut the box.
   std::array<double, 4> map_box(int in_width, int in_height, const std::array<double, 4>& box) const;
 };
+
+// Reads a JSON config file and hands it to parse; a missing file, invalid JSON or an error of parse becomes an
+// iris::Error prefixed with the path.
+void read_config_file(const std::string& path, const std::function<void(const nlohmann::json&)>& parse);
 
 // RGB uint8 right before rescale (what refcases' outputs/*.png hold).
 Image preprocess_u8(const Image& img, const PreprocessConfig& cfg);

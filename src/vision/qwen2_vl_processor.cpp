@@ -141,23 +141,9 @@ Qwen2VLProcessorConfig Qwen2VLProcessorConfig::from_json(const json& j) {
 }
 
 Qwen2VLProcessorConfig Qwen2VLProcessorConfig::from_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  IRIS_CHECK(f.is_open(), path, ": cannot open preprocessor config");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  json j;
-  try {
-    j = json::parse(ss.str());
-  } catch (const json::exception& e) {
-    throw Error(str_cat(path, ": invalid JSON: ", e.what()));
-  }
-  try {
-    return from_json(j);
-  } catch (const Error& e) {
-    throw Error(str_cat(path, ": ", e.what()));
-  } catch (const json::exception& e) {
-    throw Error(str_cat(path, ": ", e.what()));
-  }
+  Qwen2VLProcessorConfig c;
+  read_config_file(path, [&](const json& j) { c = from_json(j); });
+  return c;
 }
 
 std::pair<int64_t, int64_t> qwen2_vl_smart_resize(int64_t height, int64_t width, int64_t factor, int64_t min_pixels,

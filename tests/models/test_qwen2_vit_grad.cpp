@@ -1,22 +1,24 @@
 // Gradient checks of the Qwen2-VL / Qwen2.5-VL vision tower and patch merger (models::Qwen2Vit +
-// models::PatchMerger), created by models::WeightLoader with tiny configs, every weight then replaced by a random
-// f32 master copy bound through param_slots() with a gradient buffer. The float training forward/backward of the
-// pair, with loss <merger output, R>, against a double-precision reference of the whole tower + merger written here
-// the way Hugging Face's Qwen2VisionTransformerPretrainedModel / Qwen2_5_VisionTransformerPretrainedModel run it:
-// patch embedding, rot_pos_emb's (row, column) ids over merge blocks, get_window_index's padded windows (2.5),
-// hidden states and rotary embeddings reordered by the window index, cu_seqlens per temporal slice and
-// cu_window_seqlens (deduplicated), blocks (test::ref_rope_vit_block), the merger in window order and then the
-// reverse index. Checked: the forward, the inference forwards bit for bit, central differences for the
-// largest-|gradient| entry and 3 random entries of every tensor and for every entry of the merger's input gradient,
-// gradient checkpointing bit for bit, and a partly frozen tower.
+// models::PatchMerger), created by models::WeightLoader with tiny configs, every weight then replaced by a
+// random f32 master copy bound through param_slots() with a gradient buffer. The float training
+// forward/backward of the pair, with loss <merger output, R>, against a double-precision reference of the
+// whole tower + merger written here the way Hugging Face's Qwen2VisionTransformerPretrainedModel /
+// Qwen2_5_VisionTransformerPretrainedModel run it: patch embedding, rot_pos_emb's (row, column) ids over
+// merge blocks, get_window_index's padded windows (2.5), hidden states and rotary embeddings reordered by the
+// window index, cu_seqlens per temporal slice and cu_window_seqlens (deduplicated), blocks
+// (test::ref_rope_vit_block), the merger in window order and then the reverse index. Checked: the forward,
+// the inference forwards bit for bit, central differences for the largest-|gradient| entry and 3 random
+// entries of every tensor and for every entry of the merger's input gradient, gradient checkpointing bit for
+// bit, and a partly frozen tower.
 //
 // Tolerances. Forward: <= 1e-5 of the output's scale (measured 3e-7 .. 5e-7). Gradients: |analytic - central
-// difference| <= 2e-5 of the tensor's largest |gradient|, the bound tests/train/test_train_grad.cpp uses for the
-// whole LLaVA loss (measured worst here 6e-7 .. 1.4e-6). Why that much room: the float gradients pass through 3
-// blocks, the window reordering and the merger (fan-in 64), so float rounding (~6e-8 per operation) compounds to
-// ~1e-6 of a tensor's scale, and an entry is judged against its tensor's largest gradient; the central differences
-// of the double reference (step 1e-6) are good to ~1e-9. A wrong index, sign, window or transposition gives errors
-// of order 1 (ignoring the windows in the reference: 1.3 .. 1.6), so 2e-5 still separates the two by decades.
+// difference| <= 2e-5 of the tensor's largest |gradient|, the bound tests/train/test_train_grad.cpp uses for
+// the whole LLaVA loss (measured worst here 6e-7 .. 1.4e-6). Why that much room: the float gradients pass
+// through 3 blocks, the window reordering and the merger (fan-in 64), so float rounding (~6e-8 per operation)
+// compounds to ~1e-6 of a tensor's scale, and an entry is judged against its tensor's largest gradient; the
+// central differences of the double reference (step 1e-6) are good to ~1e-9. A wrong index, sign, window or
+// transposition gives errors of order 1 (ignoring the windows in the reference: 1.3 .. 1.6), so 2e-5 still
+// separates the two by decades.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -57,13 +59,13 @@ models::Qwen2VLVisionConfig qv_config(bool v25) {
   return c;
 }
 
-// ---- the double reference ------------------------------------------------------------------------------------
+// ---- the double reference ---------------------------------------------------------------------------------
 
-// get_window_index for one image (Qwen2.5-VL), literally: unit ids padded with -100 to whole windows of ws x ws,
-// read window by window; cu_window_seqlens in rows, consecutive duplicates (empty windows) removed as
+// get_window_index for one image (Qwen2.5-VL), literally: unit ids padded with -100 to whole windows of ws x
+// ws, read window by window; cu_window_seqlens in rows, consecutive duplicates (empty windows) removed as
 // torch.unique_consecutive does. window_index[k] = the unit (m x m block of rows) at compute position k.
-void qv_window_index(int64_t t, int64_t lh, int64_t lw, int64_t ws, int64_t unit, std::vector<int64_t>& window_index,
-                     std::vector<int64_t>& cu) {
+void qv_window_index(int64_t t, int64_t lh, int64_t lw, int64_t ws, int64_t unit,
+                     std::vector<int64_t>& window_index, std::vector<int64_t>& cu) {
   const int64_t pad_h = ws - lh % ws, pad_w = ws - lw % ws;  // a whole extra window when already a multiple
   const int64_t nwh = (lh + pad_h) / ws, nww = (lw + pad_w) / ws;
   std::vector<int64_t> raw_cu = {0};
@@ -87,13 +89,15 @@ void qv_window_index(int64_t t, int64_t lh, int64_t lw, int64_t ws, int64_t unit
 
 // PatchMerger over rows (n * unit, D): ln_q per row (LayerNorm, or RMSNorm for 2.5; eps 1e-6), unit rows
 // concatenated, mlp.2(gelu(mlp.0(x))). out (n, O).
-std::vector<double> qv_ref_merger(const models::Qwen2VLVisionConfig& cfg, const Weights& w, const std::string& mp,
-                                  const std::vector<double>& x) {
-  const int64_t D = cfg.embed_dim, unit = int64_t(cfg.spatial_merge_size) * cfg.spatial_merge_size, H = D * unit,
-                O = cfg.out_dim, rows = int64_t(x.size()) / D, n = rows / unit;
+std::vector<double> qv_ref_merger(const models::Qwen2VLVisionConfig& cfg, const Weights& w,
+                                  const std::string& mp, const std::vector<double>& x) {
+  const int64_t D = cfg.embed_dim, unit = int64_t(cfg.spatial_merge_size) * cfg.spatial_merge_size,
+                H = D * unit, O = cfg.out_dim, rows = int64_t(x.size()) / D, n = rows / unit;
   std::vector<double> xn(x.size()), h(size_t(n * H)), out(size_t(n * O));
-  if (cfg.v25) test::ref_rmsnorm(w, mp + "ln_q", x.data(), xn.data(), rows, D, 1e-6);
-  else test::ref_layernorm(w, mp + "ln_q", x.data(), xn.data(), rows, D, 1e-6);
+  if (cfg.v25)
+    test::ref_rmsnorm(w, mp + "ln_q", x.data(), xn.data(), rows, D, 1e-6);
+  else
+    test::ref_layernorm(w, mp + "ln_q", x.data(), xn.data(), rows, D, 1e-6);
   test::ref_linear(w, mp + "mlp.0", xn.data(), n, H, H, h.data());
   for (double& v : h) v = ops::ref::gelu(v);
   test::ref_linear(w, mp + "mlp.2", h.data(), n, H, O, out.data());
@@ -113,9 +117,9 @@ QvRef qv_ref_forward(const models::Qwen2VLVisionConfig& cfg, const Weights& w, c
   // Patch embedding: Conv3d with stride = kernel over each row = a product with the flattened kernel.
   std::vector<double> x(size_t(N * D));
   test::ref_linear(w, vp + "patch_embed.proj", pixels.data(), N, P, D, x.data());
-  // rot_pos_emb: hpos / wpos = arange over the grid, reshaped (h/m, m, w/m, m), permuted (0, 2, 1, 3), flattened,
-  // repeated t times; VisionRotaryEmbedding(dim): inv_freq = 1 / 10000^(arange(0, dim, 2) / dim); each row's
-  // angles are [row * inv_freq, col * inv_freq].
+  // rot_pos_emb: hpos / wpos = arange over the grid, reshaped (h/m, m, w/m, m), permuted (0, 2, 1, 3),
+  // flattened, repeated t times; VisionRotaryEmbedding(dim): inv_freq = 1 / 10000^(arange(0, dim, 2) / dim);
+  // each row's angles are [row * inv_freq, col * inv_freq].
   std::vector<double> inv(static_cast<size_t>(q)), ang(static_cast<size_t>(N * half));
   for (int64_t i = 0; i < q; ++i) inv[size_t(i)] = 1.0 / std::pow(10000.0, double(2 * i) / double(dim));
   for (int64_t ti = 0, r = 0; ti < t; ++ti)
@@ -174,7 +178,7 @@ QvRef qv_ref_forward(const models::Qwen2VLVisionConfig& cfg, const Weights& w, c
   return r;
 }
 
-// ---- the float model -----------------------------------------------------------------------------------------
+// ---- the float model --------------------------------------------------------------------------------------
 
 struct QvCase {
   bool v25 = false;
@@ -188,12 +192,13 @@ struct QvModel {
   models::Qwen2VLVisionConfig cfg;
   models::Qwen2Vit vit;
   models::PatchMerger merger;
-  Weights w;                                     // by name, the values the float model holds (as doubles)
-  std::map<std::string, Tensor> masters;         // the bound f32 master copies
+  Weights w;                                        // by name, the values the float model holds (as doubles)
+  std::map<std::string, Tensor> masters;            // the bound f32 master copies
   std::map<std::string, std::vector<float>> grads;  // gradient buffers of the tensors that train
 };
 
-// Created, then every tensor replaced by a random master: created weights are too regular (norms 1, biases 0).
+// Created, then every tensor replaced by a random master: created weights are too regular (norms 1, biases
+// 0).
 void qv_build(QvModel& M, const QvCase& c) {
   M.cfg = qv_config(c.v25);
   models::WeightLoader wl(c.seed, 0.02f, cpu::MatmulPrecision::F32);
@@ -283,11 +288,14 @@ QvResult qv_run(const QvCase& c, const char* what) {
   const QvRef ref = qv_ref_forward(cfg, M.w, "visual.", pixels, c.t, c.gh, c.gw);
   double scale = 1;
   for (double v : ref.out) scale = std::max(scale, std::fabs(v));
-  for (size_t i = 0; i < ref.out.size(); ++i) res.fwd = std::max(res.fwd, std::fabs(double(run.out[i]) - ref.out[i]));
+  for (size_t i = 0; i < ref.out.size(); ++i)
+    res.fwd = std::max(res.fwd, std::fabs(double(run.out[i]) - ref.out[i]));
   res.fwd /= scale;
-  EXPECT_LE(res.fwd, 1e-5) << what << ": merger output vs double reference (relative to max |out| " << scale << ")";
+  EXPECT_LE(res.fwd, 1e-5) << what << ": merger output vs double reference (relative to max |out| " << scale
+                           << ")";
   double fe = 0;
-  for (size_t i = 0; i < ref.features.size(); ++i) fe = std::max(fe, std::fabs(double(run.features[i]) - ref.features[i]));
+  for (size_t i = 0; i < ref.features.size(); ++i)
+    fe = std::max(fe, std::fabs(double(run.features[i]) - ref.features[i]));
   EXPECT_LE(fe, 1e-5) << what << ": tower features vs double reference";
   const Tensor fi = M.vit.forward(px);
   EXPECT_EQ(test::max_abs_diff(fi.data<float>(), run.features.data(), run.features.size()), 0.0)
@@ -320,7 +328,8 @@ QvResult qv_run(const QvCase& c, const char* what) {
       mx = std::max(mx, std::fabs(fd));
     }
     res.worst_dfeat = err / mx;
-    EXPECT_LE(res.worst_dfeat, 2e-5) << what << ": merger input gradient, max |err| " << err << ", max |fd| " << mx;
+    EXPECT_LE(res.worst_dfeat, 2e-5) << what << ": merger input gradient, max |err| " << err << ", max |fd| "
+                                     << mx;
   }
 
   // Parameters: the largest-|gradient| entry and 3 random ones of every tensor that trains.
@@ -348,7 +357,8 @@ QvResult qv_run(const QvCase& c, const char* what) {
   // The bound masters hold exactly the reference's values, and only the tensors meant to train have buffers.
   for (const auto& [name, t] : M.masters) {
     double d = 0;
-    for (int64_t i = 0; i < t.numel(); ++i) d = std::max(d, std::fabs(double(t.data<float>()[i]) - M.w.at(name)[size_t(i)]));
+    for (int64_t i = 0; i < t.numel(); ++i)
+      d = std::max(d, std::fabs(double(t.data<float>()[i]) - M.w.at(name)[size_t(i)]));
     EXPECT_EQ(d, 0.0) << name;
     EXPECT_EQ(M.grads.count(name) != 0, !c.trains || c.trains(name)) << name;
   }
@@ -373,8 +383,8 @@ bool qv_last_block_and_merger(const std::string& name) {
 }  // namespace
 }  // namespace qwen2_vit_grad_test
 
-using qwen2_vit_grad_test::QvCase;
 using qwen2_vit_grad_test::qv_run;
+using qwen2_vit_grad_test::QvCase;
 
 TEST(Qwen2VitGrad, Qwen2VlTowerAndMerger) {
   QvCase c;

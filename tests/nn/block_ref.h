@@ -138,29 +138,31 @@ double central_difference(std::vector<double>& v, size_t i, double h, F&& f) {
 
 }  // namespace iris::test
 
-// ---- Qwen2-VL / Qwen2.5-VL rotary vision block (nn::RopeViTBlock), for tests/nn and tests/models -------------
+// ---- Qwen2-VL / Qwen2.5-VL rotary vision block (nn::RopeViTBlock), for tests/nn and tests/models ---------
 namespace iris::test {
 
 struct RefRopeVitShape {
   int64_t D = 0, I = 0, n_head = 1;
   bool rms_norm = false;  // RMSNorm (weight only) instead of LayerNorm
-  bool gated = false;     // mlp.down_proj(silu(mlp.gate_proj(x)) * mlp.up_proj(x)) instead of mlp.fc2(act(mlp.fc1(x)))
+  bool gated = false;     // down_proj(silu(gate_proj(x)) * up_proj(x)) instead of fc2(act(fc1(x)))
   ops::Activation act = ops::Activation::QuickGelu;
   double eps = 1e-6;
 };
 
-// The block under `p` ("visual.blocks.N."): h (T, D) in place. cos, sin (T, half): each token's rotary cosines and
-// sines, applied rotate-half to the first 2 * half dims of every head of q and k (qkv's output columns: q, k, v).
-// seg: 0 = seg[0] < ... < seg.back() = T; a row attends, non-causally, to the rows of its own segment only (a mask
-// over the whole sequence, not a loop over segments).
+// The block under `p` ("visual.blocks.N."): h (T, D) in place. cos, sin (T, half): each token's rotary
+// cosines and sines, applied rotate-half to the first 2 * half dims of every head of q and k (qkv's output
+// columns: q, k, v). seg: 0 = seg[0] < ... < seg.back() = T; a row attends, non-causally, to the rows of its
+// own segment only (a mask over the whole sequence, not a loop over segments).
 inline void ref_rope_vit_block(const Weights& w, const std::string& p, const RefRopeVitShape& s,
                                std::vector<double>& h, int64_t T, const std::vector<double>& cos,
                                const std::vector<double>& sin, const std::vector<int64_t>& seg,
                                const RefLoraOpts* lora = nullptr) {
   const int64_t D = s.D, I = s.I, H = s.n_head, hd = D / H, half = int64_t(cos.size()) / T;
   auto norm = [&](const std::string& m, const double* x, double* y) {
-    if (s.rms_norm) ref_rmsnorm(w, p + m, x, y, T, D, s.eps);
-    else ref_layernorm(w, p + m, x, y, T, D, s.eps);
+    if (s.rms_norm)
+      ref_rmsnorm(w, p + m, x, y, T, D, s.eps);
+    else
+      ref_layernorm(w, p + m, x, y, T, D, s.eps);
   };
   std::vector<double> xn(size_t(T * D)), qkv(size_t(T * 3 * D)), att(size_t(T * D)), o(size_t(T * D));
   norm("norm1", h.data(), xn.data());
@@ -170,7 +172,8 @@ inline void ref_rope_vit_block(const Weights& w, const std::string& p, const Ref
       for (int64_t hh = 0; hh < H; ++hh)
         for (int64_t i = 0; i < half; ++i) {
           double* x = qkv.data() + t * 3 * D + part * D + hh * hd;
-          const double c = cos[size_t(t * half + i)], sn = sin[size_t(t * half + i)], a = x[i], b = x[i + half];
+          const double c = cos[size_t(t * half + i)], sn = sin[size_t(t * half + i)], a = x[i],
+                       b = x[i + half];
           x[i] = a * c - b * sn;
           x[i + half] = b * c + a * sn;
         }
@@ -196,7 +199,8 @@ inline void ref_rope_vit_block(const Weights& w, const std::string& p, const Ref
       for (int64_t e = 0; e < hd; ++e) {
         double acc = 0;
         for (int64_t j = 0; j < T; ++j)
-          if (sid[size_t(j)] == sid[size_t(i)]) acc += pr[size_t(j)] / sum * qkv[size_t(j * 3 * D + 2 * D + hh * hd + e)];
+          if (sid[size_t(j)] == sid[size_t(i)])
+            acc += pr[size_t(j)] / sum * qkv[size_t(j * 3 * D + 2 * D + hh * hd + e)];
         att[size_t(i * D + hh * hd + e)] = acc;
       }
     }

@@ -1,10 +1,10 @@
 // Gradient checks of the Qwen2-VL / Qwen2.5-VL rotary vision block (nn::RopeViTBlock): the float training
 // forward/backward against central differences of a double-precision reference (test::ref_rope_vit_block in
-// tests/nn/block_ref.h: rotary q and k, attention masked to segments) over every entry of every tensor and of the
-// input, for both variants (LayerNorm + quick_gelu MLP; RMSNorm + gated silu MLP), two or three segments of
-// different lengths and random rotary angles; LoRA on qkv (with and without dropout, frozen bases); a frozen block
-// still passes the input gradient. The float forward is checked against the reference, and the inference forward
-// against forward_train bit for bit.
+// tests/nn/block_ref.h: rotary q and k, attention masked to segments) over every entry of every tensor and of
+// the input, for both variants (LayerNorm + quick_gelu MLP; RMSNorm + gated silu MLP), two or three segments
+// of different lengths and random rotary angles; LoRA on qkv (with and without dropout, frozen bases); a
+// frozen block still passes the input gradient. The float forward is checked against the reference, and the
+// inference forward against forward_train bit for bit.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -107,8 +107,10 @@ RbResult rb_run(const RbCase& c, const char* what) {
     rb_fill(w, m + ".weight", l.out * l.in, 1.0 / std::sqrt(double(l.in)), 0.0, rng);
     rb_fill(w, m + ".bias", l.out, 0.1, 0.0, rng);
     if (rb_adapted(c.lora, m)) {
-      rb_fill(w, kPeftPrefix + m + ".lora_A.weight", c.lora->rank * l.in, 1.0 / std::sqrt(double(l.in)), 0.0, rng);
-      rb_fill(w, kPeftPrefix + m + ".lora_B.weight", l.out * c.lora->rank, 0.3, 0.0, rng);  // nonzero: A has a gradient
+      rb_fill(w, kPeftPrefix + m + ".lora_A.weight", c.lora->rank * l.in, 1.0 / std::sqrt(double(l.in)), 0.0,
+              rng);
+      rb_fill(w, kPeftPrefix + m + ".lora_B.weight", l.out * c.lora->rank, 0.3, 0.0,
+              rng);  // nonzero: A has a gradient
     }
   }
   rb_fill(w, "input", T * D, 1.0, 0.0, rng);
@@ -162,13 +164,20 @@ RbResult rb_run(const RbCase& c, const char* what) {
       lin.lora->grad_B = rb_grad(g, kPeftPrefix + m + ".lora_B.weight", size_t(l.out * c.lora->rank));
       lo.seeds[m] = seed;
     }
-    if (l.name == "attn.qkv") b.qkv = std::move(lin);
-    else if (l.name == "attn.proj") b.proj = std::move(lin);
-    else if (l.name == "mlp.fc1") b.fc1 = std::move(lin);
-    else if (l.name == "mlp.fc2") b.fc2 = std::move(lin);
-    else if (l.name == "mlp.gate_proj") b.gate = std::move(lin);
-    else if (l.name == "mlp.up_proj") b.up = std::move(lin);
-    else b.down = std::move(lin);
+    if (l.name == "attn.qkv")
+      b.qkv = std::move(lin);
+    else if (l.name == "attn.proj")
+      b.proj = std::move(lin);
+    else if (l.name == "mlp.fc1")
+      b.fc1 = std::move(lin);
+    else if (l.name == "mlp.fc2")
+      b.fc2 = std::move(lin);
+    else if (l.name == "mlp.gate_proj")
+      b.gate = std::move(lin);
+    else if (l.name == "mlp.up_proj")
+      b.up = std::move(lin);
+    else
+      b.down = std::move(lin);
   }
   EXPECT_EQ(b.trains(), !g.empty()) << what;
   if (c.lora) {
@@ -217,9 +226,9 @@ RbResult rb_run(const RbCase& c, const char* what) {
   b.backward(acts, T, rope, c.seg, dh.data(), s);
   g["input"] = dh;
 
-  // Every entry of every tensor with an analytic gradient: max |analytic - central difference| relative to the
-  // tensor's largest |central difference|. With rotary q and k no tensor has a structurally zero gradient (the k
-  // part of the qkv bias is rotated differently for every token, so softmax no longer ignores it).
+  // Every entry of every tensor with an analytic gradient: max |analytic - central difference| relative to
+  // the tensor's largest |central difference|. With rotary q and k no tensor has a structurally zero gradient
+  // (the k part of the qkv bias is rotated differently for every token, so softmax no longer ignores it).
   auto loss = [&] {
     const std::vector<double> o = ref_out();
     double l = 0;
@@ -238,20 +247,21 @@ RbResult rb_run(const RbCase& c, const char* what) {
     EXPECT_GT(max_fd, 1e-3) << what << ": " << name << " has a (near) zero gradient";
     const double rel = max_err / std::max(max_fd, 1e-300);
     res.worst = std::max(res.worst, rel);
-    EXPECT_LE(rel, 2e-5) << what << ": " << name << " max |analytic - fd| = " << max_err << ", max |fd| = " << max_fd;
+    EXPECT_LE(rel, 2e-5) << what << ": " << name << " max |analytic - fd| = " << max_err
+                         << ", max |fd| = " << max_fd;
   }
   res.tensors = int(g.size());
-  std::cout << "[rope block fd] " << what << ": forward max |float - double| = " << res.fwd << "; " << res.tensors
-            << " tensors (input included), worst max|err|/max|fd| = " << res.worst << "\n";
+  std::cout << "[rope block fd] " << what << ": forward max |float - double| = " << res.fwd << "; "
+            << res.tensors << " tensors (input included), worst max|err|/max|fd| = " << res.worst << "\n";
   return res;
 }
 
 }  // namespace
 }  // namespace rope_block_test
 
+using rope_block_test::rb_run;
 using rope_block_test::RbCase;
 using rope_block_test::RbLora;
-using rope_block_test::rb_run;
 
 TEST(RopeViTBlockGrad, Qwen2VlLayerNormQuickGeluThreeSegments) {
   RbCase c;  // D 12, 2 heads, T 13 in segments of 4, 7 and 2

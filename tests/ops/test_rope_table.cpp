@@ -1,8 +1,9 @@
-// RoPE tables (ops::RopeTable): one position stream gives exactly ops::rope_forward / rope_backward; M-RoPE tables
-// (3 streams, Qwen2-VL's mrope sections) against a naive double reference that picks each frequency pair's stream;
-// tables from angles; rope_apply_table_backward is the exact transpose of rope_apply_table (matrices built from unit
-// vectors, the dot-product identity) and the gradient of a double reference of the rotation (central differences);
-// strided rows (q and k inside a (T, 3D) qkv buffer) leave every other column untouched; bad arguments throw.
+// RoPE tables (ops::RopeTable): one position stream gives exactly ops::rope_forward / rope_backward; M-RoPE
+// tables (3 streams, Qwen2-VL's mrope sections) against a naive double reference that picks each frequency
+// pair's stream; tables from angles; rope_apply_table_backward is the exact transpose of rope_apply_table
+// (matrices built from unit vectors, the dot-product identity) and the gradient of a double reference of the
+// rotation (central differences); strided rows (q and k inside a (T, 3D) qkv buffer) leave every other column
+// untouched; bad arguments throw.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -21,8 +22,8 @@ namespace {
 using test::VecD;
 using test::VecFl;
 
-// Positions (n_streams, T) of small values (< 64, like the existing RoPE tests: the float angle pos * inv_freq is
-// then within ~4e-6 of the exact product), different per stream.
+// Positions (n_streams, T) of small values (< 64, like the existing RoPE tests: the float angle pos *
+// inv_freq is then within ~4e-6 of the exact product), different per stream.
 std::vector<int64_t> rt_positions(int64_t n_streams, int64_t T, int64_t mul) {
   std::vector<int64_t> pos(test::sz(n_streams * T));
   for (int64_t s = 0; s < n_streams; ++s)
@@ -39,8 +40,8 @@ std::vector<int> rt_stream_of(const std::vector<int>& sections) {
 
 // Naive double rotation with given cos / sin (T, half): rotate-half on the first 2 * half dims of every head.
 // sign -1: the transpose.
-void rt_rotate_ref(double* x, int64_t ld, const double* c, const double* s, int64_t T, int64_t half, int64_t heads,
-                   int64_t head_dim, double sign) {
+void rt_rotate_ref(double* x, int64_t ld, const double* c, const double* s, int64_t T, int64_t half,
+                   int64_t heads, int64_t head_dim, double sign) {
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < heads; ++h)
       for (int64_t i = 0; i < half; ++i) {
@@ -60,7 +61,7 @@ TEST(RopeTable, OneStreamIsRopeForwardBitForBit) {
     int64_t T, heads, head_dim, rot_dim, extra_ld;
     float scale;
   };
-  const Case cases[] = {{1, 1, 2, 2, 0, 1.0f},   {5, 3, 8, 8, 0, 1.0f},  {7, 2, 64, 64, 5, 1.0f},
+  const Case cases[] = {{1, 1, 2, 2, 0, 1.0f},    {5, 3, 8, 8, 0, 1.0f},   {7, 2, 64, 64, 5, 1.0f},
                         {4, 4, 80, 40, 3, 1.25f}, {3, 2, 34, 34, 0, 0.9f}, {33, 8, 64, 32, 16, 1.0f}};
   for (const Case& c : cases) {
     const int64_t ld = c.heads * c.head_dim + c.extra_ld, half = c.rot_dim / 2;
@@ -74,8 +75,9 @@ TEST(RopeTable, OneStreamIsRopeForwardBitForBit) {
     VecFl want = x, got = x;
     rope_forward(want.data(), ld, pos.data(), inv.data(), c.T, c.heads, c.head_dim, c.rot_dim, c.scale);
     rope_apply_table(got.data(), ld, tab, c.heads, c.head_dim);
-    EXPECT_TRUE(rt_same_bits(got, want)) << "forward T=" << c.T << " head_dim=" << c.head_dim << " rot=" << c.rot_dim
-                                         << " max diff " << test::max_abs_diff(got, want);
+    EXPECT_TRUE(rt_same_bits(got, want))
+        << "forward T=" << c.T << " head_dim=" << c.head_dim << " rot=" << c.rot_dim << " max diff "
+        << test::max_abs_diff(got, want);
     want = x;
     got = x;
     rope_backward(want.data(), ld, pos.data(), inv.data(), c.T, c.heads, c.head_dim, c.rot_dim, c.scale);
@@ -96,7 +98,8 @@ TEST(RopeTable, OneStreamIsRopeForwardBitForBit) {
 TEST(RopeTable, MropeMatchesDoubleReference) {
   for (const std::vector<int>& sections : {std::vector<int>{2, 3, 3}, std::vector<int>{4, 6, 6}}) {
     const std::vector<int> so = rt_stream_of(sections);
-    const int64_t half = int64_t(so.size()), head_dim = 2 * half, heads = 3, T = 11, ld = heads * head_dim + 2;
+    const int64_t half = int64_t(so.size()), head_dim = 2 * half, heads = 3, T = 11,
+                  ld = heads * head_dim + 2;
     std::vector<float> inv(test::sz(half));
     rope_default_inv_freq(1000000.0f, head_dim, inv.data());
     const std::vector<int64_t> pos = rt_positions(3, T, 5);
@@ -114,12 +117,14 @@ TEST(RopeTable, MropeMatchesDoubleReference) {
         const size_t k = test::sz(t * half + i);
         c[k] = std::cos(angle) * double(scale);
         s[k] = std::sin(angle) * double(scale);
-        table_err = std::max({table_err, std::fabs(double(tab.cos[k]) - c[k]), std::fabs(double(tab.sin[k]) - s[k])});
+        table_err =
+            std::max({table_err, std::fabs(double(tab.cos[k]) - c[k]), std::fabs(double(tab.sin[k]) - s[k])});
         const float fa = float(p) * inv[test::sz(i)];
         EXPECT_EQ(tab.cos[k], float(std::cos(double(fa))) * scale) << t << " " << i;
         EXPECT_EQ(tab.sin[k], float(std::sin(double(fa))) * scale) << t << " " << i;
       }
-    EXPECT_LT(table_err, 1e-5);  // the float angle (|angle| < 61): ~4e-6 from the exact product, see test_rope.cpp
+    EXPECT_LT(table_err,
+              1e-5);  // the float angle (|angle| < 61): ~4e-6 from the exact product, see test_rope.cpp
 
     const VecD x = test::random_vec(test::sz(T * ld), 21);
     VecD want = x;
@@ -156,14 +161,17 @@ TEST(RopeTable, FromAnglesIsCosSinOfTheAngles) {
 }
 
 // The rotation R of a table as a matrix over one (T * ld) buffer, column j = R e_j; with `transpose`, R^T's.
-std::vector<VecFl> rt_matrix(const RopeTable& tab, int64_t ld, int64_t heads, int64_t head_dim, bool transpose) {
+std::vector<VecFl> rt_matrix(const RopeTable& tab, int64_t ld, int64_t heads, int64_t head_dim,
+                             bool transpose) {
   const int64_t n = tab.T * ld;
   std::vector<VecFl> cols(test::sz(n));
   for (int64_t j = 0; j < n; ++j) {
     VecFl e(test::sz(n), 0.0f);
     e[test::sz(j)] = 1.0f;
-    if (transpose) rope_apply_table_backward(e.data(), ld, tab, heads, head_dim);
-    else rope_apply_table(e.data(), ld, tab, heads, head_dim);
+    if (transpose)
+      rope_apply_table_backward(e.data(), ld, tab, heads, head_dim);
+    else
+      rope_apply_table(e.data(), ld, tab, heads, head_dim);
     cols[test::sz(j)] = e;
   }
   return cols;
@@ -171,21 +179,24 @@ std::vector<VecFl> rt_matrix(const RopeTable& tab, int64_t ld, int64_t heads, in
 
 TEST(RopeTable, BackwardIsTheExactTranspose) {
   const std::vector<int> so = rt_stream_of({2, 1, 1});
-  const int64_t half = 4, heads = 2, head_dim = 10, T = 5, ld = heads * head_dim + 3;  // partial rotary, padded rows
+  const int64_t half = 4, heads = 2, head_dim = 10, T = 5,
+                ld = heads * head_dim + 3;  // partial rotary, padded rows
   std::vector<float> inv(test::sz(half));
   rope_default_inv_freq(10000.0f, 2 * half, inv.data());
   const std::vector<int64_t> pos = rt_positions(3, T, 9);
   const RopeTable tab = rope_table(pos.data(), T, 3, so.data(), inv.data(), half, 0.8f);
 
   // Applied to unit vectors, both give the table's entries themselves: R^T is R transposed bit for bit.
-  const std::vector<VecFl> R = rt_matrix(tab, ld, heads, head_dim, false), Rt = rt_matrix(tab, ld, heads, head_dim, true);
+  const std::vector<VecFl> R = rt_matrix(tab, ld, heads, head_dim, false),
+                           Rt = rt_matrix(tab, ld, heads, head_dim, true);
   const size_t n = R.size();
   size_t mismatches = 0;
   for (size_t i = 0; i < n; ++i)
     for (size_t j = 0; j < n; ++j) mismatches += R[j][i] != Rt[i][j];
   EXPECT_EQ(mismatches, 0u);
 
-  // <R x, y> = <x, R^T y> for random x, y (float kernels, double sums): within 1e-6, and within 1e-6 of |x| |y|.
+  // <R x, y> = <x, R^T y> for random x, y (float kernels, double sums): within 1e-6, and within 1e-6 of |x|
+  // |y|.
   double worst = 0, worst_abs = 0;
   for (uint64_t seed = 0; seed < 4; ++seed) {
     const VecD x = test::random_vec(n, 40 + seed), y = test::random_vec(n, 50 + seed);
@@ -203,8 +214,8 @@ TEST(RopeTable, BackwardIsTheExactTranspose) {
 }
 
 TEST(RopeTable, BackwardMatchesFiniteDifferences) {
-  // L(x) = <R x, dy> with R the table's rotation in double (its float cos / sin): the float backward applied to dy
-  // is dL/dx. The float forward is checked against the same reference.
+  // L(x) = <R x, dy> with R the table's rotation in double (its float cos / sin): the float backward applied
+  // to dy is dL/dx. The float forward is checked against the same reference.
   const std::vector<int> so = rt_stream_of({1, 1, 1});
   const int64_t half = 3, heads = 2, head_dim = 8, T = 4, ld = 19;
   std::vector<float> inv(test::sz(half));
@@ -255,7 +266,8 @@ TEST(RopeTable, QkvStridesTouchOnlyTheirColumns) {
       for (int64_t e = 0; e < D; ++e) {
         ASSERT_EQ(qkv[test::sz(t * 3 * D + e)], q[test::sz(t * D + e)]) << t << " " << e;
         ASSERT_EQ(qkv[test::sz(t * 3 * D + D + e)], k[test::sz(t * D + e)]) << t << " " << e;
-        ASSERT_EQ(qkv[test::sz(t * 3 * D + 2 * D + e)], qkv0[test::sz(t * 3 * D + 2 * D + e)]) << "v " << t << " " << e;
+        ASSERT_EQ(qkv[test::sz(t * 3 * D + 2 * D + e)], qkv0[test::sz(t * 3 * D + 2 * D + e)])
+            << "v " << t << " " << e;
         if (e % head_dim >= 2 * half) {  // beyond the rotary dims
           ASSERT_EQ(qkv[test::sz(t * 3 * D + e)], qkv0[test::sz(t * 3 * D + e)]);
           ASSERT_EQ(qkv[test::sz(t * 3 * D + D + e)], qkv0[test::sz(t * 3 * D + D + e)]);
@@ -268,10 +280,12 @@ TEST(RopeTable, QkvStridesTouchOnlyTheirColumns) {
     double err = 0;
     for (int64_t t = 0; t < T; ++t)
       for (int64_t e = 0; e < 2 * D; ++e)
-        err = std::max(err, std::fabs(double(qkv[test::sz(t * 3 * D + e)]) - double(qkv0[test::sz(t * 3 * D + e)])));
+        err = std::max(
+            err, std::fabs(double(qkv[test::sz(t * 3 * D + e)]) - double(qkv0[test::sz(t * 3 * D + e)])));
     EXPECT_LT(err, 1e-6);
     for (int64_t t = 0; t < T; ++t)
-      for (int64_t e = 2 * D; e < 3 * D; ++e) ASSERT_EQ(qkv[test::sz(t * 3 * D + e)], qkv0[test::sz(t * 3 * D + e)]);
+      for (int64_t e = 2 * D; e < 3 * D; ++e)
+        ASSERT_EQ(qkv[test::sz(t * 3 * D + e)], qkv0[test::sz(t * 3 * D + e)]);
   }
 }
 
@@ -285,8 +299,8 @@ TEST(RopeTable, BadArgumentsThrow) {
   EXPECT_THROW(rope_table(pos, 1, 0, nullptr, inv, 2), Error);  // no stream
   const RopeTable tab = rope_table(pos, 1, 1, nullptr, inv, 2);
   float x[16] = {};
-  EXPECT_THROW(rope_apply_table(x, 8, tab, 2, 2), Error);           // 2 pairs do not fit heads of 2
-  EXPECT_THROW(rope_apply_table(x, 7, tab, 2, 4), Error);           // ld < n_heads * head_dim
+  EXPECT_THROW(rope_apply_table(x, 8, tab, 2, 2), Error);  // 2 pairs do not fit heads of 2
+  EXPECT_THROW(rope_apply_table(x, 7, tab, 2, 4), Error);  // ld < n_heads * head_dim
   EXPECT_THROW(rope_apply_table_backward(x, 7, tab, 2, 4), Error);
   EXPECT_NO_THROW(rope_apply_table(x, 8, tab, 2, 4));
 }

@@ -7,16 +7,25 @@
 
 using namespace iris;
 
-TEST(EnginePrompt, TextModelUsesTokenizerTemplateWithStringContent) {
+namespace {
+
+// A tiny text-only Llama with the Llama-3 tokenizer, saved in `name` under the test's temp folder.
+std::string llama3_text_model(const std::string& name) {
   models::ModelConfig cfg;
   cfg.arch = models::Architecture::Llama;
   models::LlamaConfig& t = cfg.llava.text;
   t.vocab_size = 128256, t.hidden_size = 16, t.intermediate_size = 32, t.num_hidden_layers = 1;
   t.num_attention_heads = 2, t.num_key_value_heads = 1, t.head_dim = 8, t.max_position_embeddings = 64;
-  std::string dir = test::temp_dir() + "/llama3-text";
+  std::string dir = test::temp_dir() + "/" + name;
   auto m = models::Vlm::create(cfg, 1);
   models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::BF16, test::shared_dir() + "/tokenizers/llama3");
-  auto e = runtime::Engine::load(dir);
+  return dir;
+}
+
+}  // namespace
+
+TEST(EnginePrompt, TextModelUsesTokenizerTemplateWithStringContent) {
+  auto e = runtime::Engine::load(llama3_text_model("llama3-text"));
   std::string p = e->render_prompt({{"user", "Hi there", 0}});
   EXPECT_EQ(p,
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>"
@@ -35,14 +44,7 @@ TEST(EnginePrompt, TextModelUsesTokenizerTemplateWithStringContent) {
 // generation_config.json gives the sampling defaults, as Hugging Face's generate() reads them: greedy unless
 // do_sample, repetition_penalty over the whole history either way; a malformed file is an error naming it.
 TEST(EnginePrompt, GenerationConfigDefaults) {
-  models::ModelConfig cfg;
-  cfg.arch = models::Architecture::Llama;
-  models::LlamaConfig& t = cfg.llava.text;
-  t.vocab_size = 128256, t.hidden_size = 16, t.intermediate_size = 32, t.num_hidden_layers = 1;
-  t.num_attention_heads = 2, t.num_key_value_heads = 1, t.head_dim = 8, t.max_position_embeddings = 64;
-  std::string dir = test::temp_dir() + "/llama3-genconfig";
-  auto m = models::Vlm::create(cfg, 1);
-  models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::BF16, test::shared_dir() + "/tokenizers/llama3");
+  const std::string dir = llama3_text_model("llama3-genconfig");
   EXPECT_EQ(runtime::Engine::load(dir)->generation_defaults().temperature, 0.0f);  // no file: greedy
   test::write_file(dir + "/generation_config.json",
                    R"({"do_sample": true, "temperature": 0.1, "top_p": 0.001, "top_k": 1, "repetition_penalty": 1.05})");
