@@ -14,30 +14,54 @@ void Llama::load(WeightLoader& w, const std::string& body, const std::string& he
   const int64_t D = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size;
   const int64_t qd = int64_t(cfg.num_attention_heads) * cfg.head_dim, kvd = int64_t(cfg.num_key_value_heads) * cfg.head_dim;
   embed_ = w.raw(body + "embed_tokens.weight", {V, D});
+  tied_ = cfg.tie_word_embeddings && !w.has(head);
+  w.record([this](std::vector<nn::ParamSlot>& out) {
+    nn::ParamSlot e = nn::tensor_slot(body_ + "embed_tokens.weight", embed_, grad_embed_, true);
+    if (tied_) {  // one tensor, two uses: the head computes with the same master and sums into the same gradient
+      nn::Linear* hl = &head_;
+      auto bind_table = e.bind;
+      e.bind = [bind_table, hl](const Tensor& master, float* grad, cpu::MatmulPrecision precision) {
+        bind_table(master, grad, precision);
+        hl->w = cpu::LinearWeight(master, precision);
+        hl->grad_w = grad;
+      };
+      e.refresh = [hl] {
+        if (hl->w.precision() == cpu::MatmulPrecision::BF16) hl->w.repack();
+      };
+    }
+    out.push_back(std::move(e));
+  });
   layers_.clear();
+  layers_.resize(size_t(cfg.num_hidden_layers));  // before loading: the record points into the layers
   for (int il = 0; il < cfg.num_hidden_layers; ++il) {
     const std::string l = body + "layers." + std::to_string(il) + ".";
-    nn::DecoderBlock b;
-    b.attn_norm = w.rmsnorm(l + "input_layernorm", D, cfg.rms_norm_eps);
-    b.mlp_norm = w.rmsnorm(l + "post_attention_layernorm", D, cfg.rms_norm_eps);
-    b.q = w.linear(l + "self_attn.q_proj", qd, D, cfg.attention_bias);
-    b.k = w.linear(l + "self_attn.k_proj", kvd, D, cfg.attention_bias);
-    b.v = w.linear(l + "self_attn.v_proj", kvd, D, cfg.attention_bias);
-    b.o = w.linear(l + "self_attn.o_proj", D, qd, cfg.o_bias());
-    b.gate = w.linear(l + "mlp.gate_proj", I, D, cfg.mlp_bias);
-    b.up = w.linear(l + "mlp.up_proj", I, D, cfg.mlp_bias);
-    b.down = w.linear(l + "mlp.down_proj", D, I, cfg.mlp_bias);
+    nn::DecoderBlock& b = layers_[size_t(il)];
+    w.rmsnorm(b.attn_norm, l + "input_layernorm", D, cfg.rms_norm_eps);
+    w.rmsnorm(b.mlp_norm, l + "post_attention_layernorm", D, cfg.rms_norm_eps);
+    w.linear(b.q, l + "self_attn.q_proj", qd, D, cfg.attention_bias);
+    w.linear(b.k, l + "self_attn.k_proj", kvd, D, cfg.attention_bias);
+    w.linear(b.v, l + "self_attn.v_proj", kvd, D, cfg.attention_bias);
+    w.linear(b.o, l + "self_attn.o_proj", D, qd, cfg.o_bias());
+    w.linear(b.gate, l + "mlp.gate_proj", I, D, cfg.mlp_bias);
+    w.linear(b.up, l + "mlp.up_proj", I, D, cfg.mlp_bias);
+    w.linear(b.down, l + "mlp.down_proj", D, I, cfg.mlp_bias);
     b.n_head = cfg.num_attention_heads;
     b.n_kv_head = cfg.num_key_value_heads;
     b.head_dim = cfg.head_dim;
-    layers_.push_back(std::move(b));
   }
-  norm_ = w.rmsnorm(body + "norm", D, cfg.rms_norm_eps);
-  tied_ = cfg.tie_word_embeddings && !w.has(head);
-  if (tied_)
+  w.rmsnorm(norm_, body + "norm", D, cfg.rms_norm_eps);
+  if (tied_) {
     head_.w = cpu::LinearWeight(embed_, w.precision());
-  else
+  } else {
     head_.w = cpu::LinearWeight(w.raw(head, {V, D}), w.precision());
+    const std::string module = head.substr(0, head.size() - std::string(".weight").size());
+    w.record([this, module](std::vector<nn::ParamSlot>& out) {
+      std::vector<nn::ParamSlot> h;
+      nn::linear_slots(module, head_, h);
+      out.push_back(std::move(h[0]));
+    });
+    w.record_linear(module, &head_);
+  }
   inv_freq_ = cfg.rope_inv_freq();
   stream_of_.clear();
   if (!cfg.mrope_section.empty()) {
@@ -184,41 +208,6 @@ bool Llama::trains() const {
   bool t = grad_embed_ || norm_.trains() || head_.trains();
   for (const auto& b : layers_) t = t || b.trains();
   return t;
-}
-
-std::vector<nn::ParamSlot> Llama::param_slots() {
-  std::vector<nn::ParamSlot> out;
-  nn::ParamSlot e = nn::tensor_slot(body_ + "embed_tokens.weight", embed_, grad_embed_, true);
-  if (tied_) {  // one tensor, two uses: the head computes with the same master and sums into the same gradient
-    nn::Linear* hl = &head_;
-    auto bind_table = e.bind;
-    e.bind = [bind_table, hl](const Tensor& master, float* grad, cpu::MatmulPrecision precision) {
-      bind_table(master, grad, precision);
-      hl->w = cpu::LinearWeight(master, precision);
-      hl->grad_w = grad;
-    };
-    e.refresh = [hl] {
-      if (hl->w.precision() == cpu::MatmulPrecision::BF16) hl->w.repack();
-    };
-  }
-  out.push_back(std::move(e));
-  for (int il = 0; il < int(layers_.size()); ++il)
-    layers_[size_t(il)].param_slots(body_ + "layers." + std::to_string(il) + ".", out);
-  nn::rmsnorm_slots(body_ + "norm", norm_, out);
-  if (!tied_) {
-    std::vector<nn::ParamSlot> h;
-    nn::linear_slots(head_name_.substr(0, head_name_.size() - std::string(".weight").size()), head_, h);
-    out.push_back(std::move(h[0]));
-  }
-  return out;
-}
-
-std::vector<nn::LinearSlot> Llama::linear_slots() {
-  std::vector<nn::LinearSlot> out;
-  for (int il = 0; il < int(layers_.size()); ++il)
-    layers_[size_t(il)].linear_slots(body_ + "layers." + std::to_string(il) + ".", "llm", out);
-  if (!tied_) out.push_back({head_name_.substr(0, head_name_.size() - std::string(".weight").size()), "llm", &head_});
-  return out;
 }
 
 }  // namespace iris::models

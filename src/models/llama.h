@@ -68,9 +68,6 @@ class Llama {
   void embed_backward(const int32_t* ids, int64_t n, const float* dx) const;
   bool embed_trains() const { return grad_embed_ != nullptr; }
   bool trains() const;
-  // Training slots (HF names): embeddings, layers, final norm, and the head unless tied.
-  std::vector<nn::ParamSlot> param_slots();
-  std::vector<nn::LinearSlot> linear_slots();  // the layers' linears (and lm_head)
 
  private:
   LlamaConfig cfg_;

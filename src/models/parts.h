@@ -5,7 +5,9 @@
 //   connector         features -> embeddings (n_tokens, text width), with their token grid (M-RoPE positions)
 //   language model    models::Llama (the LLaMA-style decoder that Llama and Qwen2 share; llama.h)
 // models/registry.cpp builds the parts a config.json names; models::Vlm owns them and runs the composite forward
-// and backward. Nothing above models/ knows which family it runs.
+// and backward. A part's weight names appear once, in its load function: the loader records every weight and
+// linear as the part loads it (models/weights.h), and training, LoRA and saving use that record. Nothing above
+// models/ knows which family it runs.
 #pragma once
 #include <memory>
 #include <string>
@@ -87,11 +89,6 @@ class VisionEncoder {
   // dfeat (n, out_dim): the gradient of the features (destroyed). Accumulates the gradients of what trains.
   virtual void backward(PartActs& acts, float* dfeat) const = 0;
   virtual bool trains() const = 0;
-  // Training slots (Hugging Face names) of the weights the forward uses, and its linears that can take LoRA.
-  virtual std::vector<nn::ParamSlot> param_slots() = 0;
-  virtual std::vector<nn::LinearSlot> linear_slots() = 0;
-  // Every loaded weight, also those the forward does not use (a saved folder's state).
-  virtual std::vector<nn::ParamSlot> all_param_slots() { return param_slots(); }
 };
 
 class Connector {
@@ -104,8 +101,6 @@ class Connector {
   // dy (n_tokens, text width) -> dfeat (n, vision width) (nullptr: not needed); accumulates what trains.
   virtual void backward(PartActs& acts, const float* dy, float* dfeat) const = 0;
   virtual bool trains() const = 0;
-  virtual std::vector<nn::ParamSlot> param_slots() = 0;
-  virtual std::vector<nn::LinearSlot> linear_slots() = 0;
 };
 
 }  // namespace iris::models

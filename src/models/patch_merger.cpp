@@ -19,9 +19,9 @@ void PatchMerger::load(WeightLoader& w, const std::string& prefix, const Qwen2VL
   unit_ = merge_ * merge_;
   rms_ = cfg.v25;
   const int64_t D = cfg.embed_dim, H = D * unit_;
-  if (rms_) rn_ = w.rmsnorm(prefix + "ln_q", D, 1e-6f); else ln_ = w.layernorm(prefix + "ln_q", D, 1e-6f);
-  fc1_ = w.linear(prefix + "mlp.0", H, H, true);
-  fc2_ = w.linear(prefix + "mlp.2", cfg.out_dim, H, true);
+  if (rms_) w.rmsnorm(rn_, prefix + "ln_q", D, 1e-6f); else w.layernorm(ln_, prefix + "ln_q", D, 1e-6f);
+  w.linear(fc1_, prefix + "mlp.0", H, H, true);
+  w.linear(fc2_, prefix + "mlp.2", cfg.out_dim, H, true);
 }
 
 ImageFeatures PatchMerger::run(const Tensor& features, const ImagePixels& px, MergerActs* a) const {
@@ -99,17 +99,5 @@ void PatchMerger::backward(PartActs& acts, const float* dy, float* dfeat) const 
 }
 
 bool PatchMerger::trains() const { return ln_.trains() || rn_.trains() || fc1_.trains() || fc2_.trains(); }
-
-std::vector<nn::ParamSlot> PatchMerger::param_slots() {
-  std::vector<nn::ParamSlot> out;
-  if (rms_) nn::rmsnorm_slots(prefix_ + "ln_q", rn_, out); else nn::layernorm_slots(prefix_ + "ln_q", ln_, out);
-  nn::linear_slots(prefix_ + "mlp.0", fc1_, out);
-  nn::linear_slots(prefix_ + "mlp.2", fc2_, out);
-  return out;
-}
-
-std::vector<nn::LinearSlot> PatchMerger::linear_slots() {
-  return {{prefix_ + "mlp.0", "projector", &fc1_}, {prefix_ + "mlp.2", "projector", &fc2_}};
-}
 
 }  // namespace iris::models

@@ -16,8 +16,6 @@ class PatchMerger : public Connector {
                               std::unique_ptr<PartActs>& acts) const override;
   void backward(PartActs& acts, const float* dy, float* dfeat) const override;
   bool trains() const override;
-  std::vector<nn::ParamSlot> param_slots() override;
-  std::vector<nn::LinearSlot> linear_slots() override;
 
  private:
   ImageFeatures run(const Tensor& features, const ImagePixels& px, struct MergerActs* a) const;

@@ -6,9 +6,9 @@ namespace iris::models {
 void MlpProjector::load(WeightLoader& w, const std::string& prefix, int64_t vision_dim, int64_t text_dim,
                         const std::string& act, bool bias) {
   prefix_ = prefix;
-  l1_ = w.linear(prefix + "linear_1", text_dim, vision_dim, bias);
+  w.linear(l1_, prefix + "linear_1", text_dim, vision_dim, bias);
   // LLaVA-1.5 (and any created model) has the 2-layer MLP; a checkpoint without linear_2 is LLaVA v1's linear one.
-  if (w.creating() || w.has(prefix + "linear_2.weight")) l2_ = w.linear(prefix + "linear_2", text_dim, text_dim, bias);
+  if (w.creating() || w.has(prefix + "linear_2.weight")) w.linear(l2_, prefix + "linear_2", text_dim, text_dim, bias);
   act_ = ops::activation_from_name(act);
 }
 
@@ -73,19 +73,6 @@ ImageFeatures MlpProjector::forward_train(const Tensor& features, const ImagePix
 
 void MlpProjector::backward(PartActs& acts, const float* dy, float* dfeat) const {
   backward(static_cast<const ProjectorActs&>(acts), dy, dfeat);
-}
-
-std::vector<nn::ParamSlot> MlpProjector::param_slots() {
-  std::vector<nn::ParamSlot> out;
-  nn::linear_slots(prefix_ + "linear_1", l1_, out);
-  if (!is_linear()) nn::linear_slots(prefix_ + "linear_2", l2_, out);
-  return out;
-}
-
-std::vector<nn::LinearSlot> MlpProjector::linear_slots() {
-  std::vector<nn::LinearSlot> out{{prefix_ + "linear_1", "projector", &l1_}};
-  if (!is_linear()) out.push_back({prefix_ + "linear_2", "projector", &l2_});
-  return out;
 }
 
 }  // namespace iris::models

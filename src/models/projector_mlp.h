@@ -33,8 +33,6 @@ class MlpProjector : public Connector {
                               std::unique_ptr<PartActs>& acts) const override;
   void backward(PartActs& acts, const float* dy, float* dfeat) const override;
   bool trains() const override { return l1_.trains() || l2_.trains(); }
-  std::vector<nn::ParamSlot> param_slots() override;
-  std::vector<nn::LinearSlot> linear_slots() override;
 
  private:
   std::string prefix_;

@@ -35,6 +35,18 @@ void Qwen2Vit::load(WeightLoader& w, const std::string& prefix, const Qwen2VLVis
                 tp = cfg.temporal_patch_size;
   Tensor pw = w.raw(prefix + "patch_embed.proj.weight", {D, C, tp, p, p});
   patch_.w = cpu::LinearWeight(pw.view({D, C * tp * p * p}), w.precision());
+  w.record([this, D, C, tp, p](std::vector<nn::ParamSlot>& out) {
+    // The Conv3d weight is (D, C, tp, p, p) in the checkpoint and (D, C*tp*p*p) in the layer.
+    nn::Linear* pl = &patch_;
+    out.push_back({prefix_ + "patch_embed.proj.weight", patch_.w.tensor().view({D, C, tp, p, p}), true,
+                   [pl, D](const Tensor& master, float* grad, cpu::MatmulPrecision precision) {
+                     pl->w = cpu::LinearWeight(master.view({D, -1}), precision);
+                     pl->grad_w = grad;
+                   },
+                   [pl] {
+                     if (pl->w.precision() == cpu::MatmulPrecision::BF16) pl->w.repack();
+                   }});
+  });
   const ops::Activation act = ops::activation_from_name(cfg.hidden_act);
   IRIS_CHECK(!cfg.v25 || act == ops::Activation::Silu, "Qwen2.5-VL vision hidden_act '", cfg.hidden_act,
              "' is not supported (its gated MLP: silu)");
@@ -46,21 +58,21 @@ void Qwen2Vit::load(WeightLoader& w, const std::string& prefix, const Qwen2VLVis
     b.rms_norm = cfg.v25;
     b.gated = cfg.v25;
     if (cfg.v25) {
-      b.rn1 = w.rmsnorm(l + "norm1", D, 1e-6f);
-      b.rn2 = w.rmsnorm(l + "norm2", D, 1e-6f);
+      w.rmsnorm(b.rn1, l + "norm1", D, 1e-6f);
+      w.rmsnorm(b.rn2, l + "norm2", D, 1e-6f);
     } else {
-      b.ln1 = w.layernorm(l + "norm1", D, 1e-6f);
-      b.ln2 = w.layernorm(l + "norm2", D, 1e-6f);
+      w.layernorm(b.ln1, l + "norm1", D, 1e-6f);
+      w.layernorm(b.ln2, l + "norm2", D, 1e-6f);
     }
-    b.qkv = w.linear(l + "attn.qkv", 3 * D, D, true);
-    b.proj = w.linear(l + "attn.proj", D, D, true);
+    w.linear(b.qkv, l + "attn.qkv", 3 * D, D, true);
+    w.linear(b.proj, l + "attn.proj", D, D, true);
     if (cfg.v25) {
-      b.gate = w.linear(l + "mlp.gate_proj", I, D, true);
-      b.up = w.linear(l + "mlp.up_proj", I, D, true);
-      b.down = w.linear(l + "mlp.down_proj", D, I, true);
+      w.linear(b.gate, l + "mlp.gate_proj", I, D, true);
+      w.linear(b.up, l + "mlp.up_proj", I, D, true);
+      w.linear(b.down, l + "mlp.down_proj", D, I, true);
     } else {
-      b.fc1 = w.linear(l + "mlp.fc1", I, D, true);
-      b.fc2 = w.linear(l + "mlp.fc2", D, I, true);
+      w.linear(b.fc1, l + "mlp.fc1", I, D, true);
+      w.linear(b.fc2, l + "mlp.fc2", D, I, true);
     }
     b.act = act;
     b.n_head = cfg.num_heads;
@@ -213,31 +225,6 @@ bool Qwen2Vit::trains() const {
   bool t = patch_.trains();
   for (const auto& b : blocks_) t = t || b.trains();
   return t;
-}
-
-std::vector<nn::ParamSlot> Qwen2Vit::param_slots() {
-  std::vector<nn::ParamSlot> out;
-  const int64_t D = cfg_.embed_dim, C = cfg_.in_chans, p = cfg_.patch_size, tp = cfg_.temporal_patch_size;
-  // The Conv3d weight is (D, C, tp, p, p) in the checkpoint and (D, C*tp*p*p) in the layer.
-  nn::Linear* pl = &patch_;
-  out.push_back({prefix_ + "patch_embed.proj.weight", patch_.w.tensor().view({D, C, tp, p, p}), true,
-                 [pl, D](const Tensor& master, float* grad, cpu::MatmulPrecision precision) {
-                   pl->w = cpu::LinearWeight(master.view({D, -1}), precision);
-                   pl->grad_w = grad;
-                 },
-                 [pl] {
-                   if (pl->w.precision() == cpu::MatmulPrecision::BF16) pl->w.repack();
-                 }});
-  for (int il = 0; il < int(blocks_.size()); ++il)
-    blocks_[size_t(il)].param_slots(prefix_ + "blocks." + std::to_string(il) + ".", out);
-  return out;
-}
-
-std::vector<nn::LinearSlot> Qwen2Vit::linear_slots() {
-  std::vector<nn::LinearSlot> out;
-  for (int il = 0; il < int(blocks_.size()); ++il)
-    blocks_[size_t(il)].linear_slots(prefix_ + "blocks." + std::to_string(il) + ".", "vision", out);
-  return out;
 }
 
 }  // namespace iris::models

@@ -31,8 +31,6 @@ class Qwen2Vit : public VisionEncoder {
   Tensor forward_train(const ImagePixels& px, std::unique_ptr<PartActs>& acts, bool checkpointing) const override;
   void backward(PartActs& acts, float* dfeat) const override;
   bool trains() const override;
-  std::vector<nn::ParamSlot> param_slots() override;
-  std::vector<nn::LinearSlot> linear_slots() override;
 
   // The rotary angles, segments and window order of an image of grid (t, h, w) patches.
   Qwen2VitLayout layout(int64_t t, int64_t h, int64_t w) const;

@@ -29,10 +29,13 @@ void build_llava(Vlm& m, WeightLoader& w, bool full_vision_tower, const std::str
   const LlavaConfig& c = m.config().llava;
   const bool v452 = stored(w, "model.language_model.embed_tokens.weight");
   auto enc = std::make_unique<ClipEncoder>();
+  w.set_component("vision");
   enc->load(w, v452 ? "model.vision_tower.vision_model." : "vision_tower.vision_model.", c, full_vision_tower);
   auto proj = std::make_unique<MlpProjector>();
+  w.set_component("projector");
   proj->load(w, v452 ? "model.multi_modal_projector." : "multi_modal_projector.", c.vision.hidden_size,
              c.text.hidden_size, c.projector_hidden_act, c.projector_bias);
+  w.set_component("llm");
   text.load(w, v452 ? "model.language_model." : "language_model.model.",
             v452 ? "lm_head.weight" : "language_model.lm_head.weight", c.text);
   proc = std::make_unique<ClipProcessor>(c, dir);
@@ -48,9 +51,12 @@ void build_qwen2_vl(Vlm& m, WeightLoader& w, const std::string& dir, std::unique
   const bool v452 = stored(w, "model.visual.patch_embed.proj.weight");
   const std::string vp = v452 ? "model.visual." : "visual.";
   auto enc = std::make_unique<Qwen2Vit>();
+  w.set_component("vision");
   enc->load(w, vp, c.vision);
   auto merger = std::make_unique<PatchMerger>();
+  w.set_component("projector");
   merger->load(w, vp + "merger.", c.vision);
+  w.set_component("llm");
   text.load(w, v452 ? "model.language_model." : "model.", "lm_head.weight", c.text);
   proc = std::make_unique<Qwen2VLProcessor>(c, dir);
   vis = std::move(enc);
@@ -69,9 +75,11 @@ void Registry::build(Vlm& m, WeightLoader& w, bool full_vision_tower, const std:
       build_qwen2_vl(m, w, dir, m.processor_, m.vision_, m.connector_, m.text_);
       break;
     case Architecture::Llama:
+      w.set_component("llm");
       m.text_.load(w, "model.", "lm_head.weight", m.cfg_.text());
       break;
   }
+  m.slots_ = w.take_record();
 }
 
 void Vlm::build(WeightLoader& w, bool full_vision_tower, const std::string& dir) {

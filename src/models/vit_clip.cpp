@@ -28,11 +28,12 @@ Tensor sincos_positions_2d(const ClipVisionConfig& cfg, float scale) {
 }
 
 void ClipVision::load(WeightLoader& w, const std::string& prefix, const ClipVisionConfig& cfg, int n_layers,
-                      bool with_post_layernorm) {
+                      bool with_post_layernorm, int used_layers) {
   cfg_ = cfg;
   prefix_ = prefix;
   const int64_t D = cfg.hidden_size, I = cfg.intermediate_size, C = cfg.num_channels, p = cfg.patch_size;
   if (n_layers < 0) n_layers = cfg.num_hidden_layers;
+  if (used_layers < 0) used_layers = n_layers;
   IRIS_CHECK(n_layers <= cfg.num_hidden_layers, "vision tower has ", cfg.num_hidden_layers, " layers, asked for ",
              n_layers);
   const std::string e = prefix + "embeddings.";
@@ -40,25 +41,46 @@ void ClipVision::load(WeightLoader& w, const std::string& prefix, const ClipVisi
   patch_.w = cpu::LinearWeight(pw.view({D, C * p * p}), w.precision());
   class_emb_ = w.f32(e + "class_embedding", {D});
   pos_emb_ = w.f32(e + "position_embedding.weight", {cfg.num_positions(), D});
-  pre_ln_ = w.layernorm(prefix + "pre_layrnorm", D, cfg.layer_norm_eps);
-  if (with_post_layernorm) post_ln_ = w.layernorm(prefix + "post_layernorm", D, cfg.layer_norm_eps);
+  w.record([this, e, D, C, p](std::vector<nn::ParamSlot>& out) {
+    out.push_back(nn::tensor_slot(e + "class_embedding", class_emb_, grad_class_emb_, true));
+    // The convolution weight is (D, C, p, p) in the checkpoint and (D, C*p*p) in the layer.
+    nn::Linear* pl = &patch_;
+    out.push_back({e + "patch_embedding.weight", patch_.w.tensor().view({D, C, p, p}), true,
+                   [pl, D](const Tensor& master, float* grad, cpu::MatmulPrecision precision) {
+                     pl->w = cpu::LinearWeight(master.view({D, -1}), precision);
+                     pl->grad_w = grad;
+                   },
+                   [pl] {
+                     if (pl->w.precision() == cpu::MatmulPrecision::BF16) pl->w.repack();
+                   }});
+    out.push_back(nn::tensor_slot(e + "position_embedding.weight", pos_emb_, grad_pos_emb_, true));
+  });
+  w.layernorm(pre_ln_, prefix + "pre_layrnorm", D, cfg.layer_norm_eps);
   ops::Activation act = ops::activation_from_name(cfg.hidden_act);
+  const std::string component = w.component();
   layers_.clear();
+  layers_.resize(size_t(n_layers));  // before loading: the record points into the layers
   for (int il = 0; il < n_layers; ++il) {
+    // Layers past the ones the model uses are loaded and saved but neither train nor take adapters.
+    if (il == used_layers) w.set_component("");
     const std::string l = prefix + "encoder.layers." + std::to_string(il) + ".";
-    nn::ViTBlock b;
-    b.ln1 = w.layernorm(l + "layer_norm1", D, cfg.layer_norm_eps);
-    b.ln2 = w.layernorm(l + "layer_norm2", D, cfg.layer_norm_eps);
-    b.q = w.linear(l + "self_attn.q_proj", D, D, true);
-    b.k = w.linear(l + "self_attn.k_proj", D, D, true);
-    b.v = w.linear(l + "self_attn.v_proj", D, D, true);
-    b.o = w.linear(l + "self_attn.out_proj", D, D, true);
-    b.fc1 = w.linear(l + "mlp.fc1", I, D, true);
-    b.fc2 = w.linear(l + "mlp.fc2", D, I, true);
+    nn::ViTBlock& b = layers_[size_t(il)];
+    w.layernorm(b.ln1, l + "layer_norm1", D, cfg.layer_norm_eps);
+    w.layernorm(b.ln2, l + "layer_norm2", D, cfg.layer_norm_eps);
+    w.linear(b.q, l + "self_attn.q_proj", D, D, true);
+    w.linear(b.k, l + "self_attn.k_proj", D, D, true);
+    w.linear(b.v, l + "self_attn.v_proj", D, D, true);
+    w.linear(b.o, l + "self_attn.out_proj", D, D, true);
+    w.linear(b.fc1, l + "mlp.fc1", I, D, true);
+    w.linear(b.fc2, l + "mlp.fc2", D, I, true);
     b.act = act;
     b.n_head = cfg.num_attention_heads;
-    layers_.push_back(std::move(b));
   }
+  w.set_component("");  // LLaVA never runs post_layernorm
+  if (with_post_layernorm) w.layernorm(post_ln_, prefix + "post_layernorm", D, cfg.layer_norm_eps);
+  else w.skip(prefix + "post_layernorm.");
+  for (int il = n_layers; il < cfg.num_hidden_layers; ++il) w.skip(prefix + "encoder.layers." + std::to_string(il) + ".");
+  w.set_component(component);
 }
 
 Tensor ClipVision::forward(const float* pixels, int64_t C, int64_t H, int64_t W, int n_layers, const nn::Tap& tap) const {
@@ -156,39 +178,6 @@ bool ClipVision::trains(int n_layers) const {
   return t;
 }
 
-std::vector<nn::ParamSlot> ClipVision::param_slots(int n_layers) {
-  const bool all = n_layers < 0;
-  if (all) n_layers = loaded_layers();
-  const int64_t D = cfg_.hidden_size, C = cfg_.num_channels, p = cfg_.patch_size;
-  std::vector<nn::ParamSlot> out;
-  const std::string e = prefix_ + "embeddings.";
-  out.push_back(nn::tensor_slot(e + "class_embedding", class_emb_, grad_class_emb_, true));
-  // The convolution weight is (D, C, p, p) in the checkpoint and (D, C*p*p) in the layer.
-  nn::Linear* pl = &patch_;
-  out.push_back({e + "patch_embedding.weight", patch_.w.tensor().view({D, C, p, p}), true,
-                 [pl, D](const Tensor& master, float* grad, cpu::MatmulPrecision precision) {
-                   pl->w = cpu::LinearWeight(master.view({D, -1}), precision);
-                   pl->grad_w = grad;
-                 },
-                 [pl] {
-                   if (pl->w.precision() == cpu::MatmulPrecision::BF16) pl->w.repack();
-                 }});
-  out.push_back(nn::tensor_slot(e + "position_embedding.weight", pos_emb_, grad_pos_emb_, true));
-  nn::layernorm_slots(prefix_ + "pre_layrnorm", pre_ln_, out);
-  for (int il = 0; il < n_layers; ++il)
-    layers_[size_t(il)].param_slots(prefix_ + "encoder.layers." + std::to_string(il) + ".", out);
-  if (all && post_ln_.w.defined()) nn::layernorm_slots(prefix_ + "post_layernorm", post_ln_, out);
-  return out;
-}
-
-std::vector<nn::LinearSlot> ClipVision::linear_slots(int n_layers) {
-  if (n_layers < 0) n_layers = loaded_layers();
-  std::vector<nn::LinearSlot> out;
-  for (int il = 0; il < n_layers; ++il)
-    layers_[size_t(il)].linear_slots(prefix_ + "encoder.layers." + std::to_string(il) + ".", "vision", out);
-  return out;
-}
-
 // ---- ClipEncoder -----------------------------------------------------------------------------------------
 
 namespace {
@@ -202,7 +191,7 @@ struct ClipEncoderActs : PartActs {
 void ClipEncoder::load(WeightLoader& w, const std::string& prefix, const LlavaConfig& c, bool full_tower) {
   feature_layer_ = c.feature_layer_index();
   drop_cls_ = c.vision_feature_select_strategy == "default";
-  tower_.load(w, prefix, c.vision, full_tower ? -1 : feature_layer_, full_tower);
+  tower_.load(w, prefix, c.vision, full_tower ? -1 : feature_layer_, full_tower, feature_layer_);
 }
 
 void ClipEncoder::check_pixels(const ImagePixels& px) const {

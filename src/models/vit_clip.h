@@ -25,8 +25,11 @@ struct ClipVisionActs {
 class ClipVision {
  public:
   // prefix: e.g. "vision_tower.vision_model."; loads the first n_layers encoder layers (-1: all) and, when
-  // with_post_layernorm, the final norm (LLaVA never uses it).
-  void load(WeightLoader& w, const std::string& prefix, const ClipVisionConfig& cfg, int n_layers, bool with_post_layernorm);
+  // with_post_layernorm, the final norm (LLaVA never uses it). The weights are recorded under the loader's
+  // component, except layers from used_layers on (-1: none) and post_layernorm: those are recorded under "" (saved,
+  // never trained).
+  void load(WeightLoader& w, const std::string& prefix, const ClipVisionConfig& cfg, int n_layers, bool with_post_layernorm,
+            int used_layers = -1);
 
   const ClipVisionConfig& config() const { return cfg_; }
   int loaded_layers() const { return int(layers_.size()); }
@@ -46,10 +49,6 @@ class ClipVision {
   // dout (T, D): the gradient of a.out (destroyed). Accumulates the gradients of what trains; no pixel gradient.
   void backward(ClipVisionActs& a, float* dout) const;
   bool trains(int n_layers) const;
-  // Training slots of the embeddings, pre_layrnorm and the first n_layers layers (-1: every loaded weight,
-  // post_layernorm included); HF names under the prefix given to load.
-  std::vector<nn::ParamSlot> param_slots(int n_layers);
-  std::vector<nn::LinearSlot> linear_slots(int n_layers);
 
  private:
   void embed_train(const float* pixels, int64_t C, int64_t H, int64_t W, ClipVisionActs& a) const;
@@ -77,10 +76,6 @@ class ClipEncoder : public VisionEncoder {
   Tensor forward_train(const ImagePixels& px, std::unique_ptr<PartActs>& acts, bool checkpointing) const override;
   void backward(PartActs& acts, float* dfeat) const override;
   bool trains() const override { return tower_.trains(feature_layer_); }
-  std::vector<nn::ParamSlot> param_slots() override { return tower_.param_slots(feature_layer_); }
-  std::vector<nn::LinearSlot> linear_slots() override { return tower_.linear_slots(feature_layer_); }
-  // Every loaded weight, post_layernorm and the layers past the feature layer included (a saved folder's state).
-  std::vector<nn::ParamSlot> all_param_slots() override { return tower_.param_slots(-1); }
   const ClipVision& tower() const { return tower_; }
 
  private:

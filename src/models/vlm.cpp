@@ -130,20 +130,12 @@ const ClipVision& Vlm::clip_vision() const {
 }
 
 std::vector<nn::ParamSlot> Vlm::param_slots(const std::string& component) {
-  if (component == "llm") return text_.param_slots();
-  if (component == "vision") return has_vision() ? vision_->param_slots() : std::vector<nn::ParamSlot>{};
-  if (component == "projector") return has_vision() ? connector_->param_slots() : std::vector<nn::ParamSlot>{};
-  throw Error(str_cat("unknown model component '", component, "' (expected vision, projector or llm)"));
+  IRIS_CHECK(component == "llm" || component == "vision" || component == "projector", "unknown model component '",
+             component, "' (expected vision, projector or llm)");
+  return slots_.param_slots(component);
 }
 
-std::vector<nn::ParamSlot> Vlm::all_param_slots() {
-  std::vector<nn::ParamSlot> slots = text_.param_slots();
-  if (has_vision()) {
-    for (auto& sl : vision_->all_param_slots()) slots.push_back(std::move(sl));
-    for (auto& sl : connector_->param_slots()) slots.push_back(std::move(sl));
-  }
-  return slots;
-}
+std::vector<nn::ParamSlot> Vlm::all_param_slots() { return slots_.param_slots("*"); }
 
 io::NamedTensors Vlm::state() {
   std::vector<nn::ParamSlot> slots = all_param_slots();
@@ -166,15 +158,7 @@ io::NamedTensors Vlm::state() {
   return out;
 }
 
-std::vector<nn::LinearSlot> Vlm::linear_slots() {
-  std::vector<nn::LinearSlot> out;
-  if (has_vision()) {
-    out = vision_->linear_slots();
-    for (auto& sl : connector_->linear_slots()) out.push_back(sl);
-  }
-  for (auto& sl : text_.linear_slots()) out.push_back(sl);
-  return out;
-}
+std::vector<nn::LinearSlot> Vlm::linear_slots() { return slots_.linear_slots(); }
 
 ImageFeatures Vlm::encode_image(const ImagePixels& px, const nn::Tap& tap) const {
   IRIS_CHECK(has_vision(), "this model has no vision tower: it cannot take an image");

@@ -10,6 +10,7 @@
 #include "models/config.h"
 #include "models/llama.h"
 #include "models/parts.h"
+#include "models/weights.h"
 
 namespace iris::models {
 
@@ -103,12 +104,13 @@ class Vlm {
   }
 
  private:
-  void build(class WeightLoader& w, bool full_vision_tower, const std::string& dir);
+  void build(WeightLoader& w, bool full_vision_tower, const std::string& dir);
 
   ModelConfig cfg_;
   io::Checkpoint ckpt_;
   io::NamedTensors created_;
   std::vector<std::string> unused_;
+  SlotRecord slots_;  // every weight and linear, as the parts loaded them
   cpu::MatmulPrecision precision_ = cpu::MatmulPrecision::F32;
   std::unique_ptr<ImageProcessor> processor_;
   std::unique_ptr<VisionEncoder> vision_;

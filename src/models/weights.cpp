@@ -1,6 +1,7 @@
 // Shape-checked weight loading and creation.
 #include "models/weights.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace iris::models {
@@ -40,33 +41,45 @@ Tensor WeightLoader::f32(const std::string& name, const Shape& shape, Init init)
   return raw(name, shape, init).to(DType::F32);
 }
 
-nn::Linear WeightLoader::linear(const std::string& prefix, int64_t out, int64_t in, bool bias) {
-  nn::Linear l;
-  l.w = cpu::LinearWeight(raw(prefix + ".weight", {out, in}), precision_);
-  if (bias) l.b = f32(prefix + ".bias", {out}, Init::Zeros);
-  return l;
+void WeightLoader::linear(nn::Linear& dst, const std::string& prefix, int64_t out, int64_t in, bool bias) {
+  dst.w = cpu::LinearWeight(raw(prefix + ".weight", {out, in}), precision_);
+  dst.b = bias ? f32(prefix + ".bias", {out}, Init::Zeros) : Tensor();
+  nn::Linear* l = &dst;
+  record([prefix, l](std::vector<nn::ParamSlot>& o) { nn::linear_slots(prefix, *l, o); });
+  if (!component_.empty()) record_.linears.push_back({prefix, component_, l});
 }
 
-nn::LayerNorm WeightLoader::layernorm(const std::string& prefix, int64_t dim, float eps) {
-  nn::LayerNorm n;
-  n.w = f32(prefix + ".weight", {dim}, Init::Ones);
-  n.b = f32(prefix + ".bias", {dim}, Init::Zeros);
-  n.eps = eps;
-  return n;
+void WeightLoader::layernorm(nn::LayerNorm& dst, const std::string& prefix, int64_t dim, float eps) {
+  dst.w = f32(prefix + ".weight", {dim}, Init::Ones);
+  dst.b = f32(prefix + ".bias", {dim}, Init::Zeros);
+  dst.eps = eps;
+  nn::LayerNorm* n = &dst;
+  record([prefix, n](std::vector<nn::ParamSlot>& o) { nn::layernorm_slots(prefix, *n, o); });
 }
 
-nn::RMSNorm WeightLoader::rmsnorm(const std::string& prefix, int64_t dim, float eps) {
-  nn::RMSNorm n;
-  n.w = f32(prefix + ".weight", {dim}, Init::Ones);
-  n.eps = eps;
-  return n;
+void WeightLoader::rmsnorm(nn::RMSNorm& dst, const std::string& prefix, int64_t dim, float eps) {
+  dst.w = f32(prefix + ".weight", {dim}, Init::Ones);
+  dst.eps = eps;
+  nn::RMSNorm* n = &dst;
+  record([prefix, n](std::vector<nn::ParamSlot>& o) { nn::rmsnorm_slots(prefix, *n, o); });
 }
+
+std::vector<nn::ParamSlot> SlotRecord::param_slots(const std::string& component) const {
+  std::vector<nn::ParamSlot> out;
+  for (const Param& p : params)
+    if (component == "*" || (p.component == component && !component.empty())) p.make(out);
+  return out;
+}
+
+std::vector<nn::LinearSlot> SlotRecord::linear_slots() const { return linears; }
 
 std::vector<std::string> WeightLoader::unused(const std::string& prefix) const {
   std::vector<std::string> r;
   if (!ckpt_) return r;
   for (const auto& n : ckpt_->names())
-    if (n.compare(0, prefix.size(), prefix) == 0 && !used_.count(n)) r.push_back(n);
+    if (n.compare(0, prefix.size(), prefix) == 0 && !used_.count(n) &&
+        std::none_of(skipped_.begin(), skipped_.end(), [&](const std::string& s) { return n.rfind(s, 0) == 0; }))
+      r.push_back(n);
   return r;
 }
 

@@ -161,27 +161,6 @@ bool ViTBlock::trains() const {
          fc2.trains();
 }
 
-void ViTBlock::param_slots(const std::string& prefix, std::vector<ParamSlot>& out) {
-  // Hugging Face's module order (CLIPEncoderLayer).
-  nn::linear_slots(prefix + "self_attn.k_proj", k, out);
-  nn::linear_slots(prefix + "self_attn.v_proj", v, out);
-  nn::linear_slots(prefix + "self_attn.q_proj", q, out);
-  nn::linear_slots(prefix + "self_attn.out_proj", o, out);
-  layernorm_slots(prefix + "layer_norm1", ln1, out);
-  nn::linear_slots(prefix + "mlp.fc1", fc1, out);
-  nn::linear_slots(prefix + "mlp.fc2", fc2, out);
-  layernorm_slots(prefix + "layer_norm2", ln2, out);
-}
-
-void ViTBlock::linear_slots(const std::string& prefix, const std::string& component, std::vector<LinearSlot>& out) {
-  out.push_back({prefix + "self_attn.k_proj", component, &k});
-  out.push_back({prefix + "self_attn.v_proj", component, &v});
-  out.push_back({prefix + "self_attn.q_proj", component, &q});
-  out.push_back({prefix + "self_attn.out_proj", component, &o});
-  out.push_back({prefix + "mlp.fc1", component, &fc1});
-  out.push_back({prefix + "mlp.fc2", component, &fc2});
-}
-
 void DecoderBlock::forward_train(float* h, int64_t T, const ops::RopeTable& rope, DecoderBlockActs& a) const {
   const int64_t D = q.in_features(), qd = int64_t(n_head) * head_dim, kvd = int64_t(n_kv_head) * head_dim;
   const int64_t I = gate.out_features();
@@ -241,30 +220,6 @@ void DecoderBlock::backward(const DecoderBlockActs& a, int64_t T, const ops::Rop
 bool DecoderBlock::trains() const {
   return attn_norm.trains() || mlp_norm.trains() || q.trains() || k.trains() || v.trains() || o.trains() ||
          gate.trains() || up.trains() || down.trains();
-}
-
-void DecoderBlock::param_slots(const std::string& prefix, std::vector<ParamSlot>& out) {
-  // Hugging Face's module order (LlamaDecoderLayer).
-  nn::linear_slots(prefix + "self_attn.q_proj", q, out);
-  nn::linear_slots(prefix + "self_attn.k_proj", k, out);
-  nn::linear_slots(prefix + "self_attn.v_proj", v, out);
-  nn::linear_slots(prefix + "self_attn.o_proj", o, out);
-  nn::linear_slots(prefix + "mlp.gate_proj", gate, out);
-  nn::linear_slots(prefix + "mlp.up_proj", up, out);
-  nn::linear_slots(prefix + "mlp.down_proj", down, out);
-  rmsnorm_slots(prefix + "input_layernorm", attn_norm, out);
-  rmsnorm_slots(prefix + "post_attention_layernorm", mlp_norm, out);
-}
-
-void DecoderBlock::linear_slots(const std::string& prefix, const std::string& component,
-                                std::vector<LinearSlot>& out) {
-  out.push_back({prefix + "self_attn.q_proj", component, &q});
-  out.push_back({prefix + "self_attn.k_proj", component, &k});
-  out.push_back({prefix + "self_attn.v_proj", component, &v});
-  out.push_back({prefix + "self_attn.o_proj", component, &o});
-  out.push_back({prefix + "mlp.gate_proj", component, &gate});
-  out.push_back({prefix + "mlp.up_proj", component, &up});
-  out.push_back({prefix + "mlp.down_proj", component, &down});
 }
 
 }  // namespace iris::nn

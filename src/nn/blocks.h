@@ -71,9 +71,6 @@ struct ViTBlock {
   // dh (T, D): the gradient of the block output in, of its input out. Accumulates the parameter gradients.
   void backward(const ViTBlockActs& a, int64_t T, float* dh, Scratch& s) const;
   bool trains() const;
-  // prefix: "...encoder.layers.N." (HF names follow).
-  void param_slots(const std::string& prefix, std::vector<ParamSlot>& out);
-  void linear_slots(const std::string& prefix, const std::string& component, std::vector<LinearSlot>& out);
 };
 
 // Llama decoder layer with a KV cache: h += attn(rmsnorm(h)); h += mlp(rmsnorm(h)).
@@ -99,9 +96,6 @@ struct DecoderBlock {
   // dh (T, D): gradient of the output in, of the input out. Accumulates the parameter gradients.
   void backward(const DecoderBlockActs& a, int64_t T, const ops::RopeTable& rope, float* dh, Scratch& s) const;
   bool trains() const;
-  // prefix: "...layers.N." (HF names follow).
-  void param_slots(const std::string& prefix, std::vector<ParamSlot>& out);
-  void linear_slots(const std::string& prefix, const std::string& component, std::vector<LinearSlot>& out);
 };
 
 }  // namespace iris::nn

@@ -154,39 +154,4 @@ bool RopeViTBlock::trains() const {
   return t;
 }
 
-void RopeViTBlock::param_slots(const std::string& prefix, std::vector<ParamSlot>& out) {
-  // Hugging Face's module order (Qwen2VLVisionBlock / Qwen2_5_VLVisionBlock).
-  if (rms_norm) {
-    rmsnorm_slots(prefix + "norm1", rn1, out);
-    rmsnorm_slots(prefix + "norm2", rn2, out);
-  } else {
-    layernorm_slots(prefix + "norm1", ln1, out);
-    layernorm_slots(prefix + "norm2", ln2, out);
-  }
-  nn::linear_slots(prefix + "attn.qkv", qkv, out);
-  nn::linear_slots(prefix + "attn.proj", proj, out);
-  if (gated) {
-    nn::linear_slots(prefix + "mlp.gate_proj", gate, out);
-    nn::linear_slots(prefix + "mlp.up_proj", up, out);
-    nn::linear_slots(prefix + "mlp.down_proj", down, out);
-  } else {
-    nn::linear_slots(prefix + "mlp.fc1", fc1, out);
-    nn::linear_slots(prefix + "mlp.fc2", fc2, out);
-  }
-}
-
-void RopeViTBlock::linear_slots(const std::string& prefix, const std::string& component,
-                                std::vector<LinearSlot>& out) {
-  out.push_back({prefix + "attn.qkv", component, &qkv});
-  out.push_back({prefix + "attn.proj", component, &proj});
-  if (gated) {
-    out.push_back({prefix + "mlp.gate_proj", component, &gate});
-    out.push_back({prefix + "mlp.up_proj", component, &up});
-    out.push_back({prefix + "mlp.down_proj", component, &down});
-  } else {
-    out.push_back({prefix + "mlp.fc1", component, &fc1});
-    out.push_back({prefix + "mlp.fc2", component, &fc2});
-  }
-}
-
 }  // namespace iris::nn

@@ -46,9 +46,6 @@ struct RopeViTBlock {
   void backward(const RopeViTBlockActs& a, int64_t T, const ops::RopeTable& rope, const Segments& seg, float* dh,
                 Scratch& s) const;
   bool trains() const;
-  // prefix: "visual.blocks.N." (Hugging Face names follow).
-  void param_slots(const std::string& prefix, std::vector<ParamSlot>& out);
-  void linear_slots(const std::string& prefix, const std::string& component, std::vector<LinearSlot>& out);
 };
 
 }  // namespace iris::nn

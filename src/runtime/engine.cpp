@@ -2,6 +2,7 @@
 #include "runtime/engine.h"
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 
 #include "io/file.h"
@@ -57,6 +58,9 @@ text::SamplingParams read_generation_config(const std::string& dir) {
 std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions& opt) {
   auto e = std::make_unique<Engine>();
   e->model_ = models::Vlm::load(dir, opt.load);
+  if (const auto& unused = e->model_->unused_tensors(); !unused.empty())  // as llama.cpp's loader reports them
+    std::fprintf(stderr, "warning: %s: %zu tensor(s) of the checkpoint are not used by %s (first: %s)\n", dir.c_str(),
+                 unused.size(), e->model_->config().architecture_name().c_str(), unused.front().c_str());
   if (opt.on_model_loaded) opt.on_model_loaded(*e->model_);
   const models::LlamaConfig& tc = e->model_->config().text();
   e->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min<int64_t>(tc.max_position_embeddings, 4096);

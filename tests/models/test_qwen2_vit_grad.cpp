@@ -1,6 +1,6 @@
 // Gradient checks of the Qwen2-VL / Qwen2.5-VL vision tower and patch merger (models::Qwen2Vit +
 // models::PatchMerger), created by models::WeightLoader with tiny configs, every weight then replaced by a
-// random f32 master copy bound through param_slots() with a gradient buffer. The float training
+// random f32 master copy bound through the loader's slot record with a gradient buffer. The float training
 // forward/backward of the pair, with loss <merger output, R>, against a double-precision reference of the
 // whole tower + merger written here the way Hugging Face's Qwen2VisionTransformerPretrainedModel /
 // Qwen2_5_VisionTransformerPretrainedModel run it: patch embedding, rot_pos_emb's (row, column) ids over
@@ -204,8 +204,7 @@ void qv_build(QvModel& M, const QvCase& c) {
   models::WeightLoader wl(c.seed, 0.02f, cpu::MatmulPrecision::F32);
   M.vit.load(wl, "visual.", M.cfg);
   M.merger.load(wl, "visual.merger.", M.cfg);
-  std::vector<nn::ParamSlot> slots = M.vit.param_slots();
-  for (nn::ParamSlot& s : M.merger.param_slots()) slots.push_back(std::move(s));
+  std::vector<nn::ParamSlot> slots = wl.take_record().param_slots("*");  // every weight the loader recorded
   std::mt19937_64 g(c.seed * 7919 + 3);
   std::normal_distribution<double> nd(0.0, 1.0);
   for (nn::ParamSlot& s : slots) {
