@@ -219,7 +219,7 @@ TEST(RopeTable, BackwardMatchesFiniteDifferences) {
   const std::vector<int> so = rt_stream_of({1, 1, 1});
   const int64_t half = 3, heads = 2, head_dim = 8, T = 4, ld = 19;
   std::vector<float> inv(test::sz(half));
-  rope_default_inv_freq(10000.0f, head_dim, inv.data());
+  rope_default_inv_freq(10000.0f, 2 * half, inv.data());  // partial rotary: 3 pairs of an 8-wide head
   const std::vector<int64_t> pos = rt_positions(3, T, 4);
   const RopeTable tab = rope_table(pos.data(), T, 3, so.data(), inv.data(), half, 1.3f);
   const VecD c(tab.cos.begin(), tab.cos.end()), s(tab.sin.begin(), tab.sin.end());
