@@ -8,6 +8,10 @@
 //   - prefill tok/s (one 1024x768 image + 64 text tokens) and decode tok/s with the weight bandwidth it implies,
 //     against the memory read bandwidth measured in the same run.
 // Usage: bench_qwen2_vl [--dir DIR (default bench-qwen2-vl)] [-t THREADS (2)] [--decode N (32)] [--preset P]
+//                       [--dtype bf16|f32 (matrix-product precision, default bf16)] [--text-only 1 (skip the
+//                       image tables; prefill with a 448x448 image)]
+// A CPU without native bf16 dot products (AVX512_BF16 / AMX) runs oneDNN's bf16 products emulated, several times
+// slower than f32: the program says which it found.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -27,13 +31,13 @@ using bench::Clock;
 using bench::read_bandwidth;
 using bench::secs;
 
-// bf16 matmul GFLOP/s of an (M, K) x (K, N) product with packed weights, best of 3.
-static double matmul_gflops(int64_t M, int64_t N, int64_t K) {
+// Matmul GFLOP/s of an (M, K) x (K, N) product in the given precision, best of 3.
+static double matmul_gflops(int64_t M, int64_t N, int64_t K, cpu::MatmulPrecision prec) {
   Tensor w = Tensor::empty({N, K});
   std::mt19937 g(1);
   std::normal_distribution<float> d(0.0f, 0.02f);
   for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = d(g);
-  cpu::LinearWeight lw(w, cpu::MatmulPrecision::BF16);
+  cpu::LinearWeight lw(w, prec);
   std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
   lw.forward(x.data(), M, K, y.data(), N);
   double best = 1e30;
@@ -59,13 +63,16 @@ static vision::Image test_image(int w, int h) {
 }
 
 int main(int argc, char** argv) {
-  std::string dir = "bench-qwen2-vl", preset = "qwen2-vl-2b";
-  int threads = 2, n_decode = 32, n_text = 64;
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress lines as they come, also into a file
+  std::string dir = "bench-qwen2-vl", preset = "qwen2-vl-2b", dtype = "bf16";
+  int threads = 2, n_decode = 32, n_text = 64, text_only = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
     else if (!std::strcmp(argv[i], "-t")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--decode")) n_decode = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--preset")) preset = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--dtype")) dtype = argv[i + 1];
+    else if (!std::strcmp(argv[i], "--text-only")) text_only = std::atoi(argv[i + 1]);
   }
   cpu::set_num_threads(threads);
   models::ModelConfig cfg = models::preset(preset);
@@ -76,7 +83,19 @@ int main(int argc, char** argv) {
     models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::BF16);
     std::printf("created in %.1f s\n", secs(t0));
   }
-  auto m = models::Vlm::load(dir, {models::WeightPrecision::BF16});
+  const bool bf16 = dtype == "bf16";
+  const cpu::MatmulPrecision prec = bf16 ? cpu::MatmulPrecision::BF16 : cpu::MatmulPrecision::F32;
+  auto m = models::Vlm::load(dir, {bf16 ? models::WeightPrecision::BF16 : models::WeightPrecision::F32});
+  bool native_bf16 = false;
+  {
+    std::FILE* f = std::fopen("/proc/cpuinfo", "r");
+    char line[4096];
+    while (f && std::fgets(line, sizeof line, f))
+      if (std::strstr(line, "avx512_bf16") || std::strstr(line, "amx_bf16")) native_bf16 = true;
+    if (f) std::fclose(f);
+  }
+  std::printf("matrix products in %s; this CPU %s native bf16 dot products\n", dtype.c_str(),
+              native_bf16 ? "has" : "has NO");
   const models::Qwen2VLVisionConfig& v = cfg.qwen2_vl.vision;
   const models::LlamaConfig& t = cfg.qwen2_vl.text;
   const int64_t D = v.embed_dim, I = v.intermediate, P = v.patch_dim(), H = int64_t(D) * 4;
@@ -88,15 +107,18 @@ int main(int argc, char** argv) {
     const double mlp = v.v25 ? 3.0 * D * I : 2.0 * D * I;
     return 2.0 * N * (double(P) * D + v.depth * (4.0 * D * D + mlp)) + 2.0 * (N / 4) * (double(H) * H + double(H) * v.out_dim);
   };
-  const double peak = matmul_gflops(1024, I, D);
-  std::printf("bf16 matmul, same run, tower MLP shape 1024x%lldx%lld: %.0f GFLOP/s\n", (long long)I, (long long)D, peak);
+  const double peak = matmul_gflops(1024, I, D, prec);
+  std::printf("%s matmul, same run, tower MLP shape 1024x%lldx%lld: %.0f GFLOP/s\n", dtype.c_str(), (long long)I,
+              (long long)D, peak);
 
-  std::printf("\n| image | resized | patches | tokens | encode ms | matmul GFLOP/s | of bf16 matmul |\n|---|---|---|---|---|---|---|\n");
+  std::printf("\n| image | resized | patches | tokens | encode ms | matmul GFLOP/s | of %s matmul |\n|---|---|---|---|---|---|---|\n",
+              dtype.c_str());
   const int sizes[3][2] = {{448, 448}, {1024, 768}, {1920, 1080}};
   models::ImageFeatures keep;
+  keep = m->encode_image(m->processor().process(test_image(448, 448)));  // warm up
   for (const auto& s : sizes) {
+    if (text_only) break;
     vision::Image img = test_image(s[0], s[1]);
-    m->encode_image(m->processor().process(vision::Image(img)));  // warm up the primitives for this size
     auto t0 = Clock::now();
     models::ImagePixels px = m->processor().process(img);
     models::ImageFeatures f = m->encode_image(px);
@@ -110,6 +132,7 @@ int main(int argc, char** argv) {
 
   std::printf("\n1920x1080 against max_pixels:\n| max_pixels | resized | tokens | encode ms |\n|---|---|---|---|\n");
   for (int64_t mp : {int64_t(200704), int64_t(401408), int64_t(802816), int64_t(1003520), int64_t(1605632)}) {
+    if (text_only) break;
     models::ProcessOptions o;
     o.max_pixels = mp;
     vision::Image img = test_image(1920, 1080);
@@ -138,13 +161,13 @@ int main(int argc, char** argv) {
   for (int i = 0; i < n_decode; ++i) s.decode(5);
   const double dec = secs(t1) / n_decode;
   const int64_t qd = int64_t(t.num_attention_heads) * t.head_dim, kvd = int64_t(t.num_key_value_heads) * t.head_dim;
-  const double lm_bytes = 2.0 * (double(t.num_hidden_layers) * (double(t.hidden_size) * (2 * qd + 2 * kvd) +
+  const double lm_bytes = (bf16 ? 2.0 : 4.0) * (double(t.num_hidden_layers) * (double(t.hidden_size) * (2 * qd + 2 * kvd) +
                                                                  3.0 * t.hidden_size * t.intermediate_size) +
                                  double(t.vocab_size) * t.hidden_size);
   const double bw = read_bandwidth();
   std::printf("\nprefill: %zu tokens (%lld image) in %.0f ms: %.1f tok/s\n", ids.size(), (long long)keep.n_tokens(),
               pre * 1e3, double(ids.size()) / pre);
-  std::printf("decode: %.2f tok/s, %.1f GB/s of bf16 weights (%.2f GB per token), read bandwidth %.1f GB/s: %.0f%%\n",
-              1.0 / dec, lm_bytes / dec / 1e9, lm_bytes / 1e9, bw, 100.0 * lm_bytes / dec / 1e9 / bw);
+  std::printf("decode: %.2f tok/s, %.1f GB/s of %s weights (%.2f GB per token), read bandwidth %.1f GB/s: %.0f%%\n",
+              1.0 / dec, lm_bytes / dec / 1e9, dtype.c_str(), lm_bytes / 1e9, bw, 100.0 * lm_bytes / dec / 1e9 / bw);
   return 0;
 }

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "text/conversation.h"
+
 namespace iris::models {
 
 namespace fs = std::filesystem;
@@ -62,19 +64,8 @@ std::vector<ImagePixels> ClipProcessor::split_pixel_values(const Tensor& pixel_v
 }
 
 std::string ClipProcessor::default_chat_template() const {
-  // LLaVA-1.5's conversation format (conv_llava_v1 / llava-hf's template): "USER: <image>\n{text} ASSISTANT:",
-  // a system message first as it is, assistant turns ended by EOS.
-  return "{% for message in messages %}"
-         "{% if message['role'] == 'system' %}"
-         "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %} "
-         "{% else %}"
-         "{% if message['role'] == 'assistant' %}ASSISTANT: {% else %}USER: {% endif %}"
-         "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
-         "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
-         "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %} {% endif %}"
-         "{% endif %}"
-         "{% endfor %}"
-         "{% if add_generation_prompt %}ASSISTANT:{% endif %}";
+  // LLaVA-1.5's conversation format (conv_llava_v1 / llava-hf's template): "USER: <image>\n{text} ASSISTANT:".
+  return text::llava15_chat_template();
 }
 
 std::vector<std::pair<std::string, std::string>> ClipProcessor::config_files() const {

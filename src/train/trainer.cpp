@@ -180,10 +180,8 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
     if (std::find(eos.begin(), eos.end(), e) == eos.end()) eos.push_back(e);
   data::PromptFormat fmt = data::prompt_format_for(tok, model->has_vision() ? model->image_token_id() : -1,
                                                    model->has_vision() ? model->processor().fixed_tokens() : 1, eos);
-  // Without a chat template, the family's conversation format, as inference renders it (LLaVA's own format is
-  // the encoder's built-in one, with known answer spans).
-  if (fmt.chat_template.empty() && model->has_vision() && model->processor().fixed_tokens() == 0)
-    fmt.chat_template = model->processor().default_chat_template();
+  // Without a chat template, the family's conversation format: the template inference renders with.
+  if (fmt.chat_template.empty() && model->has_vision()) fmt.chat_template = model->processor().default_chat_template();
   std::unique_ptr<data::BatchSource> source;
   if (lm_objective) {
     std::vector<std::string> docs;
