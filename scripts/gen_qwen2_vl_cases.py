@@ -14,7 +14,9 @@ the shared transformers-made case ../shared/refcases/qwen2_vl_s (pixel_values bi
 
 Each case folder holds: config.json (hub layout), model.safetensors (F32, hub tensor names), preprocessor_config.json
 (Qwen2VLImageProcessor), the input images (image<i>.png, in prompt order) and
-  input_ids.npy int64 [1,S]; pixel_values.npy float32 (patches, 3*2*14*14) = our processor on the PNGs;
+  input_ids.npy int64 [1,S]; pixel_values.npy float32 (patches, 3*2*14*14) = our processor on the PNGs (not
+  written for the cases with "pixel_values_file": False, the large ones: meta.json "pixel_values" then holds its
+  shape and the sha256 of its float32 bytes, and ref_qwen2_vl.py check recomputes it from the PNGs);
   image_grid_thw.npy int64 (n,3);
   mrope_position_ids.npy int64 [3,1,S]; vision_pre_merger.npy float32 (patches, embed) after the last vision block,
   rows in pixel_values order (for Qwen2.5-VL: after undoing the window reordering); vision_output.npy float32
@@ -26,8 +28,9 @@ Text-only cases have no images, pixel_values, grid or vision outputs. tests/data
 smart_resize(height, width, factor, min_pixels, max_pixels) results (or "error": true) for edge inputs: round() ties,
 both branches, the exact boundaries, aspect ratio 200, sizes below the factor, float-order traps, 0-size results.
 To change a case, edit CASES below; the text ids are re-drawn (seeded) until every greedy step has a top1-top2
-margin >= 0.1 (at least 0.05), the 8 generated ids are < 300 and hold >= 4 distinct values. Keep the folders
-together under 3 MB (currently about 2.9 MB).
+margin >= 0.1 (at least 0.05), the 8 generated ids are < 300 and hold >= 4 distinct values (min_distinct). Keep the folders
+together under 4 MB (currently about 3.9 MB), each under 1 MB (the two large cases under 600 KB). Regenerate
+single cases with --only NAME ... (smart_resize.json is rewritten each time, with the same bytes).
 """
 import argparse
 import hashlib
@@ -180,9 +183,11 @@ def make_weights(cfg, seed):
 # ----------------------------------------------------------------------------------------------------------------
 # synthetic images
 # ----------------------------------------------------------------------------------------------------------------
-def make_image(h, w, seed, mode="RGB"):
+def make_image(h, w, seed, mode="RGB", quant=1):
     """Smooth but varied seeded image: colour gradients, a few Gaussian blobs, a low-frequency ripple and a
-    sharp-edged rectangle (so resampling has edges to get right). No noise, to keep the PNGs small."""
+    sharp-edged rectangle (so resampling has edges to get right). No noise, to keep the PNGs small. quant > 1
+    posterizes (each channel value v -> v // quant * quant: bands with sharp steps), which makes large PNGs
+    several times smaller."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w].astype(np.float64)
     yy, xx = y / max(h - 1, 1), x / max(w - 1, 1)
@@ -200,6 +205,8 @@ def make_image(h, w, seed, mode="RGB"):
     y0, x0 = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
     img[y0:y0 + h // 3, x0:x0 + w // 3] += rng.uniform(-60, 60, 3)
     u8 = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    if quant > 1:
+        u8 = (u8 // quant * quant).astype(np.uint8)
     from PIL import Image
     im = Image.fromarray(u8, "RGB")
     if mode == "L":
@@ -292,6 +299,47 @@ CASES = [
         "text_runs": [2, 3, 4],
         "seed": 505,
     },
+    # The two large cases below do not write pixel_values.npy (it would be MBs): a test runs its own processor on
+    # image0.png; meta.json "pixel_values" gives the shape and sha256 of the processor's output to compare with.
+    {
+        "name": "qwen2vl_large_nonsquare",
+        "what": "Qwen2-VL: one large wide image, 250x590 (h x w) -> 252x588 by the round branch (max_pixels "
+                "1003520 is far away): 18x42 patches (756), merged grid 9x21 (189 image tokens), text before and "
+                "after; the PNG is posterized (channel steps of 8) to keep it small; no pixel_values.npy (the test "
+                "runs its processor on image0.png; meta.json pixel_values has the shape and sha256). Vision embed "
+                "16, 2 heads x 8, depth 2, mlp_ratio 2; text 32 hidden, 2 heads x 16, 1 kv head, mrope [2,3,3], "
+                "tied embeddings (an untied lm_head would not fit the 600 KB folder budget).",
+        "kind": "qwen2_vl",
+        "text": dict(hidden=32, inter=16, layers=2, heads=2, kv=1, eps=1e-6, theta=1000000.0, tied=True,
+                     mrope=[2, 3, 3]),
+        "vision": dict(depth=2, embed=16, heads=2, mlp_ratio=2),
+        "proc": dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280),
+        "images": [dict(h=250, w=590, mode="RGB", quant=8)],
+        "text_runs": [3, 4],
+        "seed": 606,
+        "min_distinct": 6,
+        "pixel_values_file": False,
+    },
+    {
+        "name": "qwen25vl_large_nonsquare",
+        "what": "Qwen2.5-VL: one tall image, 540x250 (h x w) -> 532x252 by the round branch: 38x18 patches (684), "
+                "merged grid 19x9 (171 image tokens); window_size 112 -> windows of 4x4 merged tokens, padded "
+                "19x9 -> 20x12: 5 x 3 windows, the last window row 3 tokens tall and the last window column 1 "
+                "token wide (cut by both edges; the corner window holds 3x1 merged tokens); vision hidden 16, 2 heads "
+                "x 8, intermediate 32, depth 3 with fullatt_block_indexes [1] (blocks 0 and 2 use the windows); "
+                "text 32 hidden, 2 heads x 16, 1 kv head, mrope [2,3,3], tied; text before and after; posterized "
+                "PNG; no pixel_values.npy (see qwen2vl_large_nonsquare).",
+        "kind": "qwen2_5_vl",
+        "text": dict(hidden=32, inter=16, layers=2, heads=2, kv=1, eps=1e-6, theta=1000000.0, tied=True,
+                     mrope=[2, 3, 3]),
+        "vision": dict(depth=3, embed=16, heads=2, inter=32, window=112, fullatt=[1]),
+        "proc": dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280),
+        "images": [dict(h=540, w=250, mode="RGB", quant=8)],
+        "text_runs": [3, 4],
+        "seed": 707,
+        "min_distinct": 6,
+        "pixel_values_file": False,
+    },
 ]
 
 
@@ -342,7 +390,7 @@ def write_case(spec, root):
     from PIL import Image
     names, imgs, img_notes = [], [], []
     for i, im_spec in enumerate(spec["images"]):
-        im = make_image(im_spec["h"], im_spec["w"], spec["seed"] * 10 + i, im_spec["mode"])
+        im = make_image(im_spec["h"], im_spec["w"], spec["seed"] * 10 + i, im_spec["mode"], im_spec.get("quant", 1))
         fn = f"image{i}.png"
         im.save(os.path.join(folder, fn), optimize=True)
         names.append(fn)
@@ -377,7 +425,7 @@ def write_case(spec, root):
             ids, layout = build_prompt(rng, spec["text_runs"], tokens_per_image)
             out = model.run(ids, px, grid, n_new=N_NEW, check_recompute=False)
             gen = out["generated_ids"][0].tolist()
-            if min(out["_gen_margins"]) >= want and max(gen) < 300 and len(set(gen)) >= 4:
+            if min(out["_gen_margins"]) >= want and max(gen) < 300 and len(set(gen)) >= spec.get("min_distinct", 4):
                 found = variant
                 break
         if found is not None:
@@ -388,8 +436,11 @@ def write_case(spec, root):
 
     arrays = {"input_ids": np.array([ids], dtype=np.int64), "mrope_position_ids": out["mrope_position_ids"],
               "logits": out["logits"].astype(np.float32), "generated_ids": out["generated_ids"]}
+    write_px = spec.get("pixel_values_file", True)
     if px is not None:
-        arrays.update({"pixel_values": px.astype(np.float32), "image_grid_thw": grid,
+        if write_px:
+            arrays["pixel_values"] = px.astype(np.float32)
+        arrays.update({"image_grid_thw": grid,
                        "vision_pre_merger": out["vision_pre_merger"].astype(np.float32),
                        "vision_output": out["vision_output"].astype(np.float32)})
         for k in ("vision_window_index", "vision_cu_window_seqlens"):
@@ -444,6 +495,29 @@ def write_case(spec, root):
             "vision_output": "merger output, rows in image-token order (image 0 first)",
         },
     }
+    if px is not None and not write_px:
+        # no pixel_values.npy: what the processor made, so that a test's own processor output can be compared
+        # (sha256 over the C-order little-endian float32 bytes, i.e. numpy's tobytes()); the resized uint8 image
+        # (H x W x 3, before rescale / normalize) too, to tell a resize mismatch from a normalize / patchify one
+        pv = np.ascontiguousarray(px, dtype="<f4")
+        meta["pixel_values"] = {
+            "file": None, "dtype": "float32", "shape": list(pv.shape),
+            "sha256_of_float32_le_bytes": hashlib.sha256(pv.tobytes()).hexdigest(),
+            "sum_float64": float(pv.astype(np.float64).sum()),
+            "abs_sum_float64": float(np.abs(pv.astype(np.float64)).sum()),
+            "min": float(pv.min()), "max": float(pv.max()),
+            "row0_first8": [float(x) for x in pv[0, :8]], "last_row_last8": [float(x) for x in pv[-1, -8:]],
+        }
+        for note, u8 in zip(img_notes, pr["resized_u8"]):
+            u8 = np.ascontiguousarray(u8, dtype=np.uint8)
+            note["resized_u8_hwc_sha256"] = hashlib.sha256(u8.tobytes()).hexdigest()
+            note["resized_u8_sum"] = int(u8.astype(np.int64).sum())
+        meta["notes"]["pixel_values"] = (
+            "not stored (size): run the processor on the PNG file(s) of this folder (preprocessor_config.json, one "
+            "call, images in prompt order) and compare with meta.json pixel_values (shape, sha256 of the float32 "
+            "little-endian bytes in C order, sums); image_notes[i].resized_u8_hwc_sha256 is the sha256 of the "
+            "resized uint8 image (H x W x 3, C order) before rescale / normalize. Our processor port is "
+            "bit-identical to transformers 4.47 on qwen2_vl_s")
     if cfg.kind == "qwen2_5_vl":
         meta["notes"]["vision_window_index"] = (
             "get_window_index: entry j = the merge unit (group of 4 consecutive pixel_values rows, numbered over "

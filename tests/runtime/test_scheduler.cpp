@@ -162,3 +162,47 @@ TEST(TextStream, StopStringsAreCutAndHeldBack) {
   t3.finish(o3);
   EXPECT_EQ(o3, "go ST");
 }
+
+// The same on Qwen2-VL, whose sequences decode at M-RoPE positions that differ from their cache lengths (each
+// image takes fewer positions than tokens, by its size): batched results equal each request run alone.
+TEST(Scheduler, QwenBatchedGreedyEqualsSequential) {
+  static std::unique_ptr<runtime::Engine> e = [] {
+    std::string dir = test::temp_dir() + "/sched-qwen";
+    models::ModelConfig cfg = models::preset("qwen2-vl-tiny");
+    auto m = models::Vlm::create(cfg, 5, 0.1f);
+    models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::F32, test::shared_dir() + "/tokenizers/qwen2");
+    runtime::EngineOptions o;
+    o.n_ctx = 512;
+    return runtime::Engine::load(dir, o);
+  }();
+  const int sizes[3][2] = {{40, 30}, {120, 60}, {60, 200}};  // 4, 8 and 14 image tokens
+  std::vector<runtime::Request> reqs;
+  std::vector<runtime::GenerateResult> expected;
+  for (int i = 0; i < 4; ++i) {
+    runtime::Request r;
+    std::vector<models::ImagePixels> px;
+    if (i < 3) {
+      vision::Image img = vision::Image::zeros(sizes[i][0], sizes[i][1], 3);
+      for (size_t k = 0; k < img.pixels.size(); ++k) img.pixels[k] = uint8_t(20 * i + k % 89);
+      px.push_back(e->process_image(img));
+      r.images.push_back({px.back(), ""});
+    }
+    r.prompt = e->tokenize_prompt(e->render_prompt({{"user", "What is it? " + std::to_string(i), int(px.size())}}), px);
+    r.options.max_new_tokens = 10 + 3 * i;
+    r.options.stop_at_eos = false;
+    std::vector<models::ImageFeatures> embs;
+    for (const auto& p : px) embs.push_back(e->encode_image(p));
+    expected.push_back(e->generate(r.prompt, embs, r.options));
+    reqs.push_back(std::move(r));
+  }
+  runtime::SchedulerOptions so;
+  so.max_active = 3;
+  runtime::Scheduler s(*e, so);
+  std::vector<std::future<Outcome>> futs;
+  for (auto& r : reqs) futs.push_back(submit(s, r));
+  for (size_t i = 0; i < futs.size(); ++i) {
+    Outcome o = futs[i].get();
+    EXPECT_EQ(o.error, "");
+    EXPECT_EQ(o.result.tokens, expected[i].tokens) << "request " << i;
+  }
+}
