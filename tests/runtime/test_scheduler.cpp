@@ -14,17 +14,21 @@ using namespace iris;
 
 namespace {
 
+// A tiny random model of a preset with a real tokenizer of ../shared/tokenizers, saved and loaded as a folder.
+std::unique_ptr<runtime::Engine> make_engine(const std::string& preset, const std::string& tokenizer, uint64_t seed,
+                                             float std, int64_t n_ctx) {
+  std::string dir = test::temp_dir() + "/sched-" + preset;
+  models::ModelConfig cfg = models::preset(preset);
+  auto m = models::Vlm::create(cfg, seed, std);
+  models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::F32, test::shared_dir() + "/tokenizers/" + tokenizer);
+  runtime::EngineOptions o;
+  o.n_ctx = n_ctx;
+  return runtime::Engine::load(dir, o);
+}
+
 // A tiny random LLaVA with the real Mistral tokenizer, made once.
 const runtime::Engine& engine() {
-  static std::unique_ptr<runtime::Engine> e = [] {
-    std::string dir = test::temp_dir() + "/sched-model";
-    models::ModelConfig cfg = models::preset("tiny-llava");
-    auto m = models::Vlm::create(cfg, 7, 0.08f);
-    models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::F32, test::shared_dir() + "/tokenizers/mistral");
-    runtime::EngineOptions o;
-    o.n_ctx = 1024;
-    return runtime::Engine::load(dir, o);
-  }();
+  static std::unique_ptr<runtime::Engine> e = make_engine("tiny-llava", "mistral", 7, 0.08f, 1024);
   return *e;
 }
 
@@ -166,15 +170,7 @@ TEST(TextStream, StopStringsAreCutAndHeldBack) {
 // The same on Qwen2-VL, whose sequences decode at M-RoPE positions that differ from their cache lengths (each
 // image takes fewer positions than tokens, by its size): batched results equal each request run alone.
 TEST(Scheduler, QwenBatchedGreedyEqualsSequential) {
-  static std::unique_ptr<runtime::Engine> e = [] {
-    std::string dir = test::temp_dir() + "/sched-qwen";
-    models::ModelConfig cfg = models::preset("qwen2-vl-tiny");
-    auto m = models::Vlm::create(cfg, 5, 0.1f);
-    models::Vlm::save_folder(dir, cfg, m->created_weights(), DType::F32, test::shared_dir() + "/tokenizers/qwen2");
-    runtime::EngineOptions o;
-    o.n_ctx = 512;
-    return runtime::Engine::load(dir, o);
-  }();
+  static std::unique_ptr<runtime::Engine> e = make_engine("qwen2-vl-tiny", "qwen2", 5, 0.1f, 512);
   const int sizes[3][2] = {{40, 30}, {120, 60}, {60, 200}};  // 4, 8 and 14 image tokens
   std::vector<runtime::Request> reqs;
   std::vector<runtime::GenerateResult> expected;
