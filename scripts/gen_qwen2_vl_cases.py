@@ -28,9 +28,10 @@ Text-only cases have no images, pixel_values, grid or vision outputs. tests/data
 smart_resize(height, width, factor, min_pixels, max_pixels) results (or "error": true) for edge inputs: round() ties,
 both branches, the exact boundaries, aspect ratio 200, sizes below the factor, float-order traps, 0-size results.
 To change a case, edit CASES below; the text ids are re-drawn (seeded) until every greedy step has a top1-top2
-margin >= 0.1 (at least 0.05), the 8 generated ids are < 300 and hold >= 4 distinct values (min_distinct). Keep the folders
-together under 4 MB (currently about 3.9 MB), each under 1 MB (the two large cases under 600 KB). Regenerate
-single cases with --only NAME ... (smart_resize.json is rewritten each time, with the same bytes).
+margin >= 0.1 (at least 0.05), the 8 generated ids are < 300 and hold >= 4 distinct values (a case's
+"min_distinct"). Keep the folders together under 4.5 MB (currently about 4.0 MB), each under 1 MB (the two large
+cases under 600 KB). Regenerate single cases with --only NAME ... (smart_resize.json is rewritten each time, with
+the same bytes).
 """
 import argparse
 import hashlib
@@ -316,7 +317,7 @@ CASES = [
         "proc": dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280),
         "images": [dict(h=250, w=590, mode="RGB", quant=8)],
         "text_runs": [3, 4],
-        "seed": 606,
+        "seed": 616,
         "min_distinct": 6,
         "pixel_values_file": False,
     },
@@ -336,7 +337,7 @@ CASES = [
         "proc": dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280),
         "images": [dict(h=540, w=250, mode="RGB", quant=8)],
         "text_runs": [3, 4],
-        "seed": 707,
+        "seed": 737,
         "min_distinct": 6,
         "pixel_values_file": False,
     },
@@ -390,7 +391,8 @@ def write_case(spec, root):
     from PIL import Image
     names, imgs, img_notes = [], [], []
     for i, im_spec in enumerate(spec["images"]):
-        im = make_image(im_spec["h"], im_spec["w"], spec["seed"] * 10 + i, im_spec["mode"], im_spec.get("quant", 1))
+        im = make_image(im_spec["h"], im_spec["w"], spec["seed"] * 10 + i, im_spec["mode"],
+                        im_spec.get("quant", 1))
         fn = f"image{i}.png"
         im.save(os.path.join(folder, fn), optimize=True)
         names.append(fn)
@@ -417,7 +419,8 @@ def write_case(spec, root):
 
     model = R.Qwen2VL(W, cfg)
     # choose the text ids: the first variant whose every greedy step has a top1-top2 margin >= WANT_MARGIN (at
-    # least MIN_MARGIN), whose generated ids avoid the marker ids 300-319 and hold >= 4 distinct tokens
+    # least MIN_MARGIN), whose generated ids avoid the marker ids 300-319 and hold >= the case's min_distinct
+    # (default 4) distinct tokens
     found = None
     for want in (WANT_MARGIN, MIN_MARGIN):
         for variant in range(300):
@@ -425,7 +428,8 @@ def write_case(spec, root):
             ids, layout = build_prompt(rng, spec["text_runs"], tokens_per_image)
             out = model.run(ids, px, grid, n_new=N_NEW, check_recompute=False)
             gen = out["generated_ids"][0].tolist()
-            if min(out["_gen_margins"]) >= want and max(gen) < 300 and len(set(gen)) >= spec.get("min_distinct", 4):
+            if (min(out["_gen_margins"]) >= want and max(gen) < 300
+                    and len(set(gen)) >= spec.get("min_distinct", 4)):
                 found = variant
                 break
         if found is not None:

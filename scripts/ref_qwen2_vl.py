@@ -29,7 +29,9 @@ What it computes, as transformers does:
 
 CLI:
   ref_qwen2_vl.py check DIR [DIR ...]   recompute each case folder (processor on its images when the folder
-                                        names them, model on the saved pixel_values / input_ids) and compare
+                                        names them, model on the saved pixel_values / input_ids; a folder
+                                        without pixel_values.npy: on the processor's output, checked against
+                                        meta.json pixel_values sha256) and compare
   ref_qwen2_vl.py run DIR [--out OUT]   run a folder's inputs and print (and write) the outputs
   ref_qwen2_vl.py selftest [DIR ...]    check the window reordering against a mask-only vision tower
   ref_qwen2_vl.py smart_resize H W [--min-pixels N] [--max-pixels N] [--factor F]
@@ -436,7 +438,7 @@ def selftest(dirs, n_random=40, seed=0):
     worst = 0.0
     for d in dirs:
         cfg = load_config(d)
-        px, grid = _npy(d, "pixel_values.npy"), _npy(d, "image_grid_thw.npy")
+        px, grid = folder_pixels(d)
         if px is None:
             continue
         vis = Vision(load_weights(d)[0], cfg)
@@ -704,13 +706,23 @@ def run_processor(folder):
     return proc(imgs)
 
 
+def folder_pixels(folder):
+    """(pixel_values, image_grid_thw) of a case folder: the saved pixel_values.npy, or, where a folder does not
+    store it (the large cases), our processor on the folder's images (with the grid the processor gives)."""
+    px = _npy(folder, "pixel_values.npy")
+    grid = _npy(folder, "image_grid_thw.npy")
+    if px is None and folder_images(folder):
+        pr = run_processor(folder)
+        px, grid = pr["pixel_values"], pr["image_grid_thw"]
+    return px, grid
+
+
 def run_folder(folder, n_new=8, check_recompute=True):
     cfg = load_config(folder)
     W, _ = load_weights(folder)
     model = Qwen2VL(W, cfg)
     ids = _npy(folder, "input_ids.npy")
-    px = _npy(folder, "pixel_values.npy")
-    grid = _npy(folder, "image_grid_thw.npy")
+    px, grid = folder_pixels(folder)
     return cfg, model.run(ids, px, grid, n_new=n_new, check_recompute=check_recompute)
 
 
@@ -751,6 +763,15 @@ def check_folder(folder):
                 r, d = _compare(name + " (processor)", pr[name], ref, ok, tol_key=name)
                 ok &= r
                 diffs[name] = d
+        # no pixel_values.npy: meta.json "pixel_values" holds the shape and sha256 of the float32 bytes
+        pm = (_json(folder, "meta.json") or {}).get("pixel_values")
+        if _npy(folder, "pixel_values.npy") is None and pm:
+            import hashlib
+            pv = np.ascontiguousarray(pr["pixel_values"], dtype="<f4")
+            same = list(pv.shape) == pm["shape"] and \
+                hashlib.sha256(pv.tobytes()).hexdigest() == pm["sha256_of_float32_le_bytes"]
+            print(f"  {'pixel_values (sha256)':28s} {'exact match' if same else 'MISMATCH'}")
+            ok &= same
     gen_ref = _npy(folder, "generated_ids.npy")
     n_new = gen_ref.shape[-1] if gen_ref is not None else 8
     cfg, out = run_folder(folder, n_new)
