@@ -106,6 +106,10 @@ Runner add_train(CLI::App& app) {
   app.add_option("--save-every", o->tc.save_every, "checkpoint every N steps");
   app.add_option("--keep", o->tc.keep_last, "checkpoints kept");
   app.add_option("--max-tokens", o->tc.max_tokens, "longer examples are truncated");
+  app.add_option("--min-pixels", o->tc.min_pixels, "Qwen2-VL: fewest pixels a training image is resized to (default: the folder's)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--max-pixels", o->tc.max_pixels, "Qwen2-VL: most pixels a training image is resized to (default: the folder's)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   app.add_flag("--strict", o->tc.strict, "bad data entries are fatal instead of skipped");
   app.add_flag("--augment", o->tc.augment, "random resized crop and colour jitter");
   app.add_flag("--group-by-length", o->tc.group_by_length, "batches of similar length");

@@ -37,7 +37,7 @@ namespace fs = std::filesystem;
   X(lr_projector) X(lr_llm) X(momentum) X(weight_decay) X(beta1) X(beta2) X(eps) X(max_grad_norm)                   \
   X(decay_all) X(schedule) X(warmup) X(epochs) X(batch_size) X(grad_accum) X(max_steps) X(save_every)               \
   X(keep_last) X(max_tokens) X(seed) X(strict) X(augment) X(group_by_length) X(checkpointing) X(dtype)              \
-  X(workers) X(replicas)
+  X(workers) X(replicas) X(min_pixels) X(max_pixels)
 
 IRIS_CONFIG_JSON(TrainerConfig, IRIS_TRAIN_FIELDS)
 
@@ -47,9 +47,12 @@ vision::PreprocessConfig preprocess_for(const models::Vlm& m, const std::string&
   return clip->config();
 }
 
+namespace {
+
 // The data loader's hook for processors whose image-token count depends on the image (Qwen2-VL).
-data::ProcessedImage process_for_loader(const models::Vlm& m, const vision::Image& img) {
-  models::ImagePixels px = m.processor().process(img);
+data::ProcessedImage process_for_loader(const models::Vlm& m, const vision::Image& img,
+                                       const models::ProcessOptions& opt) {
+  models::ImagePixels px = m.processor().process(img, opt);
   data::ProcessedImage p;
   Tensor v = px.values.contiguous();
   p.values.assign(v.data<float>(), v.data<float>() + v.numel());
@@ -59,6 +62,8 @@ data::ProcessedImage process_for_loader(const models::Vlm& m, const vision::Imag
   p.tokens = m.processor().tokens_for(px);
   return p;
 }
+
+}  // namespace
 
 ParamGroups param_groups(TrainableVlm& tv, const TrainerConfig& cfg) {
   struct Group {
@@ -206,7 +211,10 @@ double run_training(const TrainerConfig& cfg_in, bool resume) {
         lc.preprocess = preprocess_for(*model, cfg.model);
       } else {
         const models::Vlm* mp = model.get();
-        lc.process = [mp](const vision::Image& img) { return process_for_loader(*mp, img); };
+        models::ProcessOptions popt;
+        popt.min_pixels = cfg.min_pixels;
+        popt.max_pixels = cfg.max_pixels;
+        lc.process = [mp, popt](const vision::Image& img) { return process_for_loader(*mp, img, popt); };
       }
     }
     lc.workers = cfg.workers;

@@ -39,6 +39,7 @@ struct TrainerConfig {
   int64_t save_every = 100;
   int keep_last = 3;
   int64_t max_tokens = 2048;
+  int64_t min_pixels = 0, max_pixels = 0;  // Qwen2-VL's pixel budget per training image (0: the folder's)
   uint64_t seed = 0;
   bool strict = false, augment = false, group_by_length = false, checkpointing = false;
   std::string dtype = "f32";  // matrix-product precision of trained layers

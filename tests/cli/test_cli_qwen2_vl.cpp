@@ -153,9 +153,10 @@ TEST(CliQwen2VL, TrainStage1MovesOnlyTheMergerAndLoraRunsAndMerges) {
   ASSERT_EQ(l.size(), 3u);
   for (double v : l) EXPECT_TRUE(std::isfinite(v));
 
-  // Stage 3 with LoRA: adapters on the vision tower and the LLM, the merger trained fully.
+  // Stage 3 with LoRA: adapters on the vision tower and the LLM, the merger trained fully; the training images
+  // resized up to 112x112 (16 tokens each) by --min-pixels.
   ASSERT_EQ(test::run_iris(base + "--out " + out3 + " --stage 3 --lora-rank 4 --lr 2e-2 --max-steps 4 --batch-size 2 "
-                                  "--seed 3",
+                                  "--seed 3 --min-pixels 12544",
                            &log),
             0)
       << log;

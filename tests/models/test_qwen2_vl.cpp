@@ -194,3 +194,37 @@ TEST(Qwen2VL, BadInputsAreClearErrors) {
   EXPECT_THROW(m->processor().process(vision::Image::zeros(20, 100, 3)), Error);
   EXPECT_THROW(m->processor().process(vision::Image::zeros(28 * 201, 28, 3)), Error);
 }
+
+// transformers >= 4.52 saves Qwen2-VL as "model.visual.*", "model.language_model.*", "lm_head.weight": the same
+// weights under those names load and give the same logits.
+TEST(Qwen2VL, NewerWeightLayoutLoads) {
+  const std::string src = test::shared_dir() + "/refcases/qwen2_vl_s", dir = test::temp_dir() + "/qwen2vl-v452";
+  std::filesystem::create_directories(dir);
+  io::Checkpoint ckpt = io::Checkpoint::open(src);
+  io::NamedTensors renamed;
+  for (const std::string& n : ckpt.names()) {
+    std::string to = n;
+    if (n.rfind("visual.", 0) == 0) to = "model." + n;
+    else if (n.rfind("model.", 0) == 0) to = "model.language_model." + n.substr(6);
+    renamed.emplace_back(to, ckpt.get(n));
+  }
+  io::save_safetensors(dir + "/model.safetensors", renamed);
+  for (const char* f : {"config.json", "preprocessor_config.json"})
+    std::filesystem::copy_file(src + "/" + f, dir + "/" + f, std::filesystem::copy_options::overwrite_existing);
+  auto a = models::Vlm::load(src, {models::WeightPrecision::F32});
+  auto b = models::Vlm::load(dir, {models::WeightPrecision::F32});
+  EXPECT_TRUE(b->unused_tensors().empty());
+  Tensor pv = io::load_npy(src + "/pixel_values.npy"), grid = io::load_npy(src + "/image_grid_thw.npy");
+  std::vector<int32_t> ids = ids_of(io::load_npy(src + "/input_ids.npy"));
+  auto logits = [&](const models::Vlm& m) {
+    std::vector<models::ImageFeatures> f;
+    for (const auto& p : m.processor().split_pixel_values(pv, grid)) f.push_back(m.encode_image(p));
+    models::PromptInput in = m.prepare_prompt(ids, f);
+    const int64_t S = int64_t(ids.size()), V = m.text().vocab_size();
+    nn::KVCache cache = m.text().make_cache(S);
+    std::vector<float> l(size_t(S * V));
+    m.text().forward(in.embeddings.data<float>(), S, in.positions, cache, l.data(), true);
+    return l;
+  };
+  EXPECT_EQ(logits(*a), logits(*b));
+}
