@@ -1,5 +1,6 @@
 // The command line on the Qwen2-VL family: `iris forward` with the processor's outputs under Hugging Face's names
-// against the shared transformers case, `iris run` on a created qwen2-vl-tiny with a real Qwen tokenizer, training
+// against the shared transformers case, `iris run` and `iris eval` on a created qwen2-vl-tiny with a real Qwen
+// tokenizer, training
 // (stage 1 moves only the merger; LoRA on the vision tower and the LLM, then run and merge-lora agree) on the
 // generated shapes data, and bad input (images too small or too elongated, pixel bounds, grids that disagree with
 // the pixel values, more image tokens than the context) as one-line errors.
@@ -103,6 +104,19 @@ TEST(CliQwen2VL, RunAndPixelBounds) {
   test::expect_cli_error(test::iris_cli("run -m " + f.model + " --image " + img + " -p hi --min-pixels 5000 "
                                         "--max-pixels 4000"),
                          "--min-pixels");
+}
+
+// iris eval runs the family's prompts (VQA, captions, POPE) through the same prompt builder.
+TEST(CliQwen2VL, EvalRuns) {
+  const QwenFixture& f = qwen_fixture();
+  std::string log;
+  ASSERT_EQ(test::run_iris("eval -m " + f.model + " --data " + f.data + "/llava.json --images " + f.data + " --pope " +
+                               f.data + "/pope.jsonl --captions " + f.data + "/captions.jsonl --limit 3 -t 1",
+                           &log),
+            0)
+      << log;
+  EXPECT_NE(log.find("overall"), std::string::npos) << log;
+  EXPECT_NE(log.find("POPE"), std::string::npos) << log;
 }
 
 TEST(CliQwen2VL, BadImagesAndInputs) {
