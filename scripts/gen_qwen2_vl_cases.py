@@ -69,18 +69,18 @@ def text_fields(t):
         "initializer_range": 0.02,
         "intermediate_size": t["inter"],
         "max_position_embeddings": 4096,
-        "max_window_layers": t["layers"],
+        "max_window_layers": t.get("max_window_layers", t["layers"]),
         "num_attention_heads": t["heads"],
         "num_hidden_layers": t["layers"],
         "num_key_value_heads": t["kv"],
         "rms_norm_eps": t["eps"],
         "rope_theta": t["theta"],
-        "sliding_window": 4096,
+        "sliding_window": t.get("sliding_window", 4096),
         "tie_word_embeddings": t["tied"],
         "torch_dtype": "float32",
         "transformers_version": "4.47.1",
         "use_cache": True,
-        "use_sliding_window": False,
+        "use_sliding_window": t.get("use_sliding_window", False),
         "rope_scaling": {"type": "mrope", "mrope_section": list(t["mrope"])},
         "vocab_size": VOCAB,
     }
@@ -266,6 +266,21 @@ CASES = [
         "images": [],
         "text_runs": [14],
         "seed": 303,
+    },
+    {
+        "name": "qwen2vl_sliding_window",
+        "what": "Qwen2-VL with the decoder's sliding window on: use_sliding_window, sliding_window 6, "
+                "max_window_layers 1 of 2 (layer 0 full attention, layer 1 windowed), a 28x56 image (2 merged "
+                "tokens) inside a prompt of ~20 tokens, so prompt and decode steps reach past the window. Text hidden "
+                "32, 2 heads / 1 kv head; vision embed 8, depth 1.",
+        "kind": "qwen2_vl",
+        "text": dict(hidden=32, inter=48, layers=2, heads=2, kv=1, eps=1e-6, theta=1000000.0, tied=True,
+                     mrope=[2, 3, 3], use_sliding_window=True, sliding_window=6, max_window_layers=1),
+        "vision": dict(depth=1, embed=8, heads=2, mlp_ratio=2),
+        "proc": dict(min_pixels=28 * 28, max_pixels=28 * 56),
+        "images": [dict(h=28, w=56, mode="RGB")],
+        "text_runs": [6, 10],
+        "seed": 909,
     },
     {
         "name": "qwen25vl_window",

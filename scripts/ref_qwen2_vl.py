@@ -196,8 +196,15 @@ class Qwen2VLCfg:
         self.rms_norm_eps = float(_get(t, "rms_norm_eps", 1e-5))
         self.rope_theta = float(_get(t, "rope_theta", 1000000.0))
         self.tie_word_embeddings = bool(_get(t, "tie_word_embeddings", False))
-        if bool(_get(t, "use_sliding_window", False)):
-            raise ValueError("use_sliding_window is not supported")
+        # Sliding window as current transformers applies it (Qwen2Config / Qwen2VLTextConfig): sliding_window is
+        # None unless use_sliding_window; layer_types (default: "sliding_attention" for layers >= max_window_layers)
+        # picks the layers; such a layer's query at cache index i sees keys i - sliding_window < j <= i.
+        self.use_sliding_window = bool(_get(t, "use_sliding_window", False))
+        self.sliding_window = _get(t, "sliding_window", None)
+        self.max_window_layers = int(_get(t, "max_window_layers", self.num_hidden_layers))
+        self.layer_types = t.get("layer_types")
+        if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError("layer_types must list every layer")
         rs = t.get("rope_scaling") or t.get("rope_parameters")
         if not rs or "mrope_section" not in rs:
             raise ValueError("rope_scaling.mrope_section is required (Qwen2-VL attention indexes it)")
@@ -243,6 +250,17 @@ class Qwen2VLCfg:
             raise ValueError("vision head_dim must be a multiple of 4 (2-D rotary)")
         if self.v_out != self.hidden_size:
             raise ValueError(f"vision output width {self.v_out} != text hidden_size {self.hidden_size}")
+
+
+def layer_window(cfg, il):
+    """Window of decoder layer il (None: full causal attention)."""
+    if not cfg.use_sliding_window or cfg.sliding_window is None:
+        return None
+    if cfg.layer_types is not None:
+        sliding = cfg.layer_types[il] == "sliding_attention"
+    else:
+        sliding = il >= cfg.max_window_layers
+    return int(cfg.sliding_window) if sliding else None
 
 
 def load_config(folder):
@@ -590,7 +608,11 @@ class Qwen2Text:
             vv = v.repeat_interleave(H // Hkv, dim=0)
             sc = (q @ kk.transpose(1, 2)) * (hd ** -0.5)
             qpos = torch.arange(Tk - T, Tk)[:, None]
-            sc = sc.masked_fill(torch.arange(Tk)[None, :] > qpos, float("-inf"))
+            kpos = torch.arange(Tk)[None, :]
+            sc = sc.masked_fill(kpos > qpos, float("-inf"))
+            win = layer_window(c, il)
+            if win is not None:
+                sc = sc.masked_fill(kpos <= qpos - win, float("-inf"))
             pr = torch.softmax(sc, dim=-1, dtype=torch.float32)
             o = (pr @ vv).transpose(0, 1).reshape(T, H * hd)
             h = res + _lin(o, W, p + "self_attn.o_proj", bias=False)

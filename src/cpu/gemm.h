@@ -16,6 +16,19 @@ void gemm_f32(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
 // Precision of the arithmetic of a linear layer's product (accumulation is always f32).
 enum class MatmulPrecision { F32, BF16 };
 
+// How BF16 products are computed. Both give bf16 x bf16 products accumulated in f32 (activations are rounded to
+// bf16 first); they differ in speed and memory:
+//  - Native: oneDNN's bf16 matmul on a packed copy of the weight (fast where the CPU has bf16 dot-product
+//    instructions, AVX512_BF16 or AMX; oneDNN emulates them elsewhere, at about a quarter of the f32 rate);
+//  - Widen: the plain bf16 weight is widened to f32 a panel of rows at a time and multiplied by the f32 GEMM
+//    (bf16 x bf16 products are exact in f32, so this is the same arithmetic), no packed copy.
+// The default is Native where the CPU has bf16 instructions, Widen elsewhere; the environment variable
+// IRIS_BF16_MATMUL=native|widen overrides it. Applies to LinearWeights made after the call.
+enum class Bf16Path { Native, Widen };
+bool cpu_has_bf16_instructions();
+Bf16Path bf16_path();
+void set_bf16_path(Bf16Path p);
+
 // A linear layer's weight W (N=out, K=in), as Hugging Face stores it, prepared for y = x W^T + b.
 // The weight may be f32 (read from the checkpoint mapping as stored), or bf16/f16; with BF16 precision the
 // weight is converted to bf16 once and activations are converted per call. Packing for speed is internal.

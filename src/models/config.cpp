@@ -108,6 +108,13 @@ LlamaConfig LlamaConfig::from_json(const json& j) {
     get_opt(j, "use_sliding_window", c.use_sliding_window);
     get_opt(j, "sliding_window", c.sliding_window);
     get_opt(j, "max_window_layers", c.max_window_layers);
+    if (j.contains("layer_types") && !j["layer_types"].is_null()) {
+      IRIS_CHECK(j["layer_types"].is_array(), "layer_types must be a list");
+      for (const auto& t : j["layer_types"]) {
+        IRIS_CHECK(t.is_string(), "layer_types must be a list of strings");
+        c.layer_types.push_back(t.get<std::string>());
+      }
+    }
   }
   get_opt(j, "tie_word_embeddings", c.tie_word_embeddings);
   if (c.num_key_value_heads <= 0) c.num_key_value_heads = c.num_attention_heads;
@@ -169,12 +176,20 @@ void LlamaConfig::validate() const {
     IRIS_CHECK(sum == head_dim / 2, "rope_scaling mrope_section sums to ", sum, " but head_dim / 2 is ", head_dim / 2);
   }
   if (use_sliding_window) check_positive("sliding_window", sliding_window);
+  if (!layer_types.empty()) {
+    IRIS_CHECK(int(layer_types.size()) == num_hidden_layers, "layer_types lists ", layer_types.size(),
+               " layers but num_hidden_layers is ", num_hidden_layers);
+    for (const std::string& t : layer_types)
+      IRIS_CHECK(t == "full_attention" || t == "sliding_attention", "layer_types: unknown attention type '", t,
+                 "' (full_attention, sliding_attention)");
+  }
 }
 
-int64_t LlamaConfig::exact_context() const {
-  if (use_sliding_window && max_window_layers < num_hidden_layers)
-    return std::min<int64_t>(max_position_embeddings, sliding_window);
-  return max_position_embeddings;
+int64_t LlamaConfig::layer_window(int il) const {
+  if (!use_sliding_window) return 0;
+  const bool sliding =
+      layer_types.empty() ? il >= max_window_layers : layer_types[size_t(il)] == "sliding_attention";
+  return sliding ? sliding_window : 0;
 }
 
 json LlamaConfig::to_json() const {
@@ -200,6 +215,7 @@ json LlamaConfig::to_json() const {
          {"torch_dtype", "float32"}};
   j["bos_token_id"] = bos_token_id ? json(*bos_token_id) : json(nullptr);
   j["eos_token_id"] = eos_token_ids.size() == 1 ? json(eos_token_ids[0]) : json(eos_token_ids);
+  if (!layer_types.empty()) j["layer_types"] = layer_types;
   if (!mrope_section.empty()) {
     j["rope_scaling"] = {{"type", "mrope"}, {"mrope_section", mrope_section}};
   } else if (rope_scaling.type == "default") {

@@ -53,17 +53,18 @@ struct LlamaConfig {
   bool attention_bias = false;  // q, k, v (and o for Llama) have biases
   bool mlp_bias = false;
   std::vector<int> mrope_section;  // M-RoPE (Qwen2-VL): frequency pairs per position stream (t, h, w); empty: plain
-  // Qwen2's sliding window (use_sliding_window: layers >= max_window_layers attend to the last sliding_window keys).
+  // Qwen2's sliding window: with use_sliding_window, the layers that layer_types marks "sliding_attention" (without
+  // layer_types: layers >= max_window_layers) attend to the last sliding_window tokens only.
   bool use_sliding_window = false;
   int sliding_window = 4096, max_window_layers = 28;
+  std::vector<std::string> layer_types;  // "full_attention" / "sliding_attention" per layer, when the config has it
   bool tie_word_embeddings = false;
   std::optional<int> bos_token_id = 1;
   std::vector<int> eos_token_ids = {2};
 
   bool o_bias() const { return attention_bias && model_type == "llama"; }  // Qwen2's o_proj has none
-  // The longest sequence the decoder computes exactly: a sliding window that is on shortens it (iris runs full
-  // attention, which equals the window's while the sequence fits in it).
-  int64_t exact_context() const;
+  // The attention window of layer il as Hugging Face applies it (0: full causal attention).
+  int64_t layer_window(int il) const;
   static LlamaConfig from_json(const nlohmann::json& j);
   nlohmann::json to_json() const;
   void validate() const;

@@ -48,6 +48,7 @@ void Llama::load(WeightLoader& w, const std::string& body, const std::string& he
     b.n_head = cfg.num_attention_heads;
     b.n_kv_head = cfg.num_key_value_heads;
     b.head_dim = cfg.head_dim;
+    b.window = cfg.layer_window(il);
   }
   w.rmsnorm(norm_, body + "norm", D, cfg.rms_norm_eps);
   if (tied_) {

@@ -51,7 +51,7 @@ void DecoderBlock::forward(float* h, int64_t T, const ops::RopeTable& rope, int6
   ops::rope_apply_table(qb, qd, rope, n_head, head_dim);
   ops::rope_apply_table(kc, kvd, rope, n_kv_head, head_dim);
   ops::attention_forward(qb, qd, cache.k(il), kvd, cache.v(il), kvd, ab, qd, T, pos0 + T, n_head, n_kv_head, head_dim,
-                         1.0f / std::sqrt(float(head_dim)), true, pos0, nullptr);
+                         1.0f / std::sqrt(float(head_dim)), true, pos0, nullptr, window);
   if (tap) tap("attn_out", il, ab, T, qd);
   o.forward(ab, T, h, /*accumulate=*/true);
   mlp_norm.forward(h, xn, T);
@@ -89,7 +89,7 @@ void DecoderBlock::forward_batch(float* h, int64_t n, const ops::RopeTable& rope
     const int64_t slot = caches[i]->size();
     ops::attention_forward(qb + i * qd, qd, caches[i]->k(il), kvd, caches[i]->v(il), kvd, ab + i * qd, qd, 1,
                            slot + 1, n_head, n_kv_head, head_dim, 1.0f / std::sqrt(float(head_dim)), true, slot,
-                           nullptr);
+                           nullptr, window);
   }
   o.forward(ab, n, h, /*accumulate=*/true);
   mlp_norm.forward(h, xn, n);
@@ -172,7 +172,8 @@ void DecoderBlock::forward_train(float* h, int64_t T, const ops::RopeTable& rope
   ops::rope_apply_table(a.q.data(), qd, rope, n_head, head_dim);
   ops::rope_apply_table(a.k.data(), kvd, rope, n_kv_head, head_dim);
   ops::attention_forward(a.q.data(), qd, a.k.data(), kvd, a.v.data(), kvd, sized(a.att, T * qd), qd, T, T, n_head,
-                         n_kv_head, head_dim, 1.0f / std::sqrt(float(head_dim)), true, 0, sized(a.lse, n_head * T));
+                         n_kv_head, head_dim, 1.0f / std::sqrt(float(head_dim)), true, 0, sized(a.lse, n_head * T),
+                         window);
   o.forward_train(a.att.data(), T, h, /*accumulate=*/true);
   a.h1.assign(h, h + T * D);
   mlp_norm.forward_train(h, sized(a.xn2, T * D), sized(a.rstd2, T), T);
@@ -207,7 +208,7 @@ void DecoderBlock::backward(const DecoderBlockActs& a, int64_t T, const ops::Rop
   float* dv = zeroed(s.f, T * kvd);
   ops::attention_backward(a.q.data(), qd, a.k.data(), kvd, a.v.data(), kvd, a.att.data(), qd, a.lse.data(), datt, qd,
                           dq, qd, dk, kvd, dv, kvd, T, T, n_head, n_kv_head, head_dim,
-                          1.0f / std::sqrt(float(head_dim)), true, 0);
+                          1.0f / std::sqrt(float(head_dim)), true, 0, window);
   ops::rope_apply_table_backward(dq, qd, rope, n_head, head_dim);
   ops::rope_apply_table_backward(dk, kvd, rope, n_kv_head, head_dim);
   q.backward(a.xn1.data(), dq, T, dxn);

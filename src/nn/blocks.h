@@ -79,6 +79,7 @@ struct DecoderBlock {
   Linear q, k, v, o;          // (H*hd, D), (KV*hd, D), (KV*hd, D), (D, H*hd)
   Linear gate, up, down;      // (I, D), (I, D), (D, I)
   int n_head = 1, n_kv_head = 1, head_dim = 1;
+  int64_t window = 0;  // sliding-window attention: a token sees the last `window` cache slots (0: all)
 
   // h (T, D) rotated by rope (T rows: the tokens' rotary angles, which the caller derives from their positions);
   // the cache holds slots [0, slot0) and receives [slot0, slot0+T). Slots are cache rows, not rotary positions

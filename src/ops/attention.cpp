@@ -231,17 +231,21 @@ struct Problem {
   float scale;
   bool causal;
   int64_t q_offset;
+  int64_t window;  // sliding window (0: none)
 
   int64_t lanes() const { return group * Tq; }  // query rows per KV head
   int64_t head_of(int64_t kvh, int64_t lane) const { return kvh * group + lane / Tq; }
   int64_t token_of(int64_t lane) const { return lane % Tq; }
   int64_t last_key(int64_t i) const { return ref::attention_last_key(i, Tk, causal, q_offset); }
+  int64_t first_key(int64_t i) const { return ref::attention_first_key(i, causal, q_offset, window); }
   const float* krow(int64_t kvh, int64_t j) const { return k + j * ldk + kvh * hd; }
   const float* vrow(int64_t kvh, int64_t j) const { return v + j * ldv + kvh * hd; }
 };
 
 void check_problem(const char* what, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, int64_t Tq, int64_t Tk,
-                   int64_t n_head, int64_t n_kv, int64_t hd, int64_t q_offset) {
+                   int64_t n_head, int64_t n_kv, int64_t hd, int64_t q_offset, bool causal, int64_t window) {
+  IRIS_CHECK(window >= 0 && (window == 0 || causal), what, ": a sliding window (", window,
+             ") needs causal attention and must be >= 0");
   IRIS_CHECK(n_head > 0 && n_kv > 0 && n_head % n_kv == 0, what, ": n_head ", n_head,
              " must be a positive multiple of n_kv_head ", n_kv);
   IRIS_CHECK(hd > 0 && Tq >= 0 && Tk > 0, what, ": bad shape Tq=", Tq, " Tk=", Tk, " head_dim=", hd);
@@ -255,7 +259,7 @@ void check_problem(const char* what, int64_t ldq, int64_t ldk, int64_t ldv, int6
 // ---- forward, tiled path -------------------------------------------------------------------------------
 
 size_t tiled_forward_scratch(int64_t hd) {
-  return size_t(hd * kLaneBlock + kKeyTile * kLaneBlock + kLaneBlock * hd + 4 * kLaneBlock);
+  return size_t(hd * kLaneBlock + kKeyTile * kLaneBlock + kLaneBlock * hd + 5 * kLaneBlock);
 }
 
 // Lanes [lane0, lane0 + nl) of KV head kvh, nl <= kLaneBlock.
@@ -270,10 +274,11 @@ void forward_tiled_block(const Problem& p, int64_t kvh, int64_t lane0, int nl, f
   float* l = m + kLaneBlock;                 // running sum
   float* alpha = l + kLaneBlock;             // rescale of the previous output, this tile
   float* lim = alpha + kLaneBlock;           // last visible key, as float
+  float* fst = lim + kLaneBlock;             // first visible key, as float
   const float* vrows[kKeyTile];
 
   const float qscale = p.scale * kLog2e;
-  int64_t lim_min = p.Tk, lim_max = 0;
+  int64_t lim_min = p.Tk, lim_max = 0, fst_min = p.Tk, fst_max = 0;
   for (int x = 0; x < nv * kLanes; ++x) {
     m[x] = kNegBig;
     l[x] = 0.0f;
@@ -281,30 +286,38 @@ void forward_tiled_block(const Problem& p, int64_t kvh, int64_t lane0, int nl, f
       const int64_t lane = lane0 + x, i = p.token_of(lane);
       const float* qr = p.q + i * p.ldq + p.head_of(kvh, lane) * hd;
       for (int64_t d = 0; d < hd; ++d) qt[d * kLaneBlock + x] = qr[d] * qscale;
-      const int64_t last = p.last_key(i);
+      const int64_t last = p.last_key(i), first = p.first_key(i);
       lim[x] = float(last);
+      fst[x] = float(first);
       lim_min = std::min(lim_min, last);
       lim_max = std::max(lim_max, last);
+      fst_min = std::min(fst_min, first);
+      fst_max = std::max(fst_max, first);
     } else {
       for (int64_t d = 0; d < hd; ++d) qt[d * kLaneBlock + x] = 0.0f;
       lim[x] = kInf;  // padding lanes: never masked, never written out
+      fst[x] = -kInf;
     }
   }
   std::fill(ob, ob + nl * hd, 0.0f);
 
-  const int64_t kend = lim_max + 1;
-  for (int64_t j0 = 0; j0 < kend; j0 += kKeyTile) {
+  // Keys before every lane's window are skipped (whole tiles from a tile boundary, so the tiling does not depend
+  // on the window).
+  const int64_t kend = lim_max + 1, kbeg = fst_min / kKeyTile * kKeyTile;
+  for (int64_t j0 = kbeg; j0 < kend; j0 += kKeyTile) {
     const int nk = int(std::min<int64_t>(kKeyTile, kend - j0));
     gemm_abt(p.krow(kvh, j0), p.ldk, nk, qt, kLaneBlock, nv, hd, st, kLaneBlock);
-    const bool masked = j0 + nk - 1 > lim_min;
+    const bool masked = j0 + nk - 1 > lim_min || j0 < fst_max;
     for (int vi = 0; vi < nv; ++vi) {
       float* sv = st + vi * kLanes;
-      const VecF vlim = load(lim + vi * kLanes);
+      const VecF vlim = load(lim + vi * kLanes), vfst = load(fst + vi * kLanes);
       VecF mx = set1(-kInf);
       for (int j = 0; j < nk; ++j) {
         VecF s = load(sv + j * kLaneBlock);
         if (masked) {
-          s = select(cmp_lt(vlim, set1(float(j0 + j))), set1(-kInf), s);
+          const VecF vj = set1(float(j0 + j));
+          s = select(cmp_lt(vlim, vj), set1(-kInf), s);
+          s = select(cmp_lt(vj, vfst), set1(-kInf), s);
           store(sv + j * kLaneBlock, s);
         }
         mx = max(mx, s);
@@ -354,7 +367,7 @@ void forward_rows_range(const Problem& p, int64_t kvh, int nl, int64_t kb, int64
   float* qs = scratch;                   // (nl, hd) scaled queries
   float* s = qs + nl * hd;               // (nl, kKeyTileRows) scores, then probabilities
   float* alpha = s + nl * kKeyTileRows;  // (nl)
-  int64_t last[kMinTiledLanes];
+  int64_t last[kMinTiledLanes], first[kMinTiledLanes];
   const float* vrows[kKeyTileRows];
   const float qscale = p.scale * kLog2e;
   for (int x = 0; x < nl; ++x) {
@@ -362,6 +375,7 @@ void forward_rows_range(const Problem& p, int64_t kvh, int nl, int64_t kb, int64
     const float* qr = p.q + i * p.ldq + p.head_of(kvh, x) * hd;
     for (int64_t d = 0; d < hd; ++d) qs[x * hd + d] = qr[d] * qscale;
     last[x] = p.last_key(i);
+    first[x] = p.first_key(i);
     m[x] = kNegBig;
     l[x] = 0.0f;
   }
@@ -397,6 +411,8 @@ void forward_rows_range(const Problem& p, int64_t kvh, int nl, int64_t kb, int64
       float* sr = s + x * kKeyTileRows;
       // Causal: keys past this lane's last visible key get -inf (their probability becomes 0).
       for (int64_t j = std::max<int64_t>(0, last[x] + 1 - j0); j < nk; ++j) sr[j] = -kInf;
+      // Sliding window: so do keys before its first visible key.
+      for (int64_t j = 0; j < std::min<int64_t>(nk, first[x] - j0); ++j) sr[j] = -kInf;
       VecF mx = set1(-kInf);
       for_chunks(nk, [&](int64_t j, int c) {
         mx = max(mx, c == kLanes ? load(sr + j) : select(tail_mask(c), load_n(sr + j, c), set1(-kInf)));
@@ -423,10 +439,11 @@ void forward_rows_range(const Problem& p, int64_t kvh, int nl, int64_t kb, int64
 
 void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                        float* out, int64_t ldo, int64_t Tq, int64_t Tk, int64_t n_head, int64_t n_kv_head, int64_t hd,
-                       float scale, bool causal, int64_t q_offset, float* lse) {
-  check_problem("attention_forward", ldq, ldk, ldv, ldo, Tq, Tk, n_head, n_kv_head, hd, q_offset);
+                       float scale, bool causal, int64_t q_offset, float* lse, int64_t window) {
+  check_problem("attention_forward", ldq, ldk, ldv, ldo, Tq, Tk, n_head, n_kv_head, hd, q_offset, causal, window);
   if (Tq == 0) return;
-  const Problem p{q, ldq, k, ldk, v, ldv, Tq, Tk, n_head, n_kv_head, hd, n_head / n_kv_head, scale, causal, q_offset};
+  const Problem p{q,     ldq,      k,      ldk, v, ldv, Tq, Tk, n_head, n_kv_head, hd, n_head / n_kv_head,
+                  scale, causal, q_offset, window};
   const int64_t lanes = p.lanes();
 
   if (lanes >= kMinTiledLanes) {
@@ -447,11 +464,15 @@ void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk,
 
   // Few rows: split the keys when there are fewer KV heads than threads (and enough keys to share).
   const int nl = int(lanes);
-  int64_t kend = 0;
-  for (int64_t i = 0; i < Tq; ++i) kend = std::max(kend, p.last_key(i) + 1);
+  int64_t kend = 0, kbeg = Tk;
+  for (int64_t i = 0; i < Tq; ++i) {
+    kend = std::max(kend, p.last_key(i) + 1);
+    kbeg = std::min(kbeg, p.first_key(i));
+  }
+  kbeg = kbeg / kKeyTileRows * kKeyTileRows;  // from a tile boundary, as without a window
   const int64_t threads = cpu::num_threads();
   int64_t splits = 1;
-  if (n_kv_head < threads) splits = std::min<int64_t>((threads + n_kv_head - 1) / n_kv_head, kend / 512);
+  if (n_kv_head < threads) splits = std::min<int64_t>((threads + n_kv_head - 1) / n_kv_head, (kend - kbeg) / 512);
   splits = std::max<int64_t>(splits, 1);
   const size_t scratch_size = size_t(nl * hd + nl * kKeyTileRows + nl);
   // Partial states per (kv head, split): m, l (nl each) and o (nl, hd).
@@ -462,9 +483,9 @@ void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk,
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t kvh = t / splits, sp = t % splits;
       // Split boundaries on whole key tiles.
-      const int64_t tiles = (kend + kKeyTileRows - 1) / kKeyTileRows;
-      const int64_t kb = std::min(kend, tiles * sp / splits * kKeyTileRows);
-      const int64_t ke = std::min(kend, tiles * (sp + 1) / splits * kKeyTileRows);
+      const int64_t tiles = (kend - kbeg + kKeyTileRows - 1) / kKeyTileRows;
+      const int64_t kb = std::min(kend, kbeg + tiles * sp / splits * kKeyTileRows);
+      const int64_t ke = std::min(kend, kbeg + tiles * (sp + 1) / splits * kKeyTileRows);
       float* st = states.data() + t * state;
       forward_rows_range(p, kvh, nl, kb, ke, st, st + nl, st + 2 * nl, scratch.data());
     }
@@ -498,7 +519,7 @@ void attention_forward(const float* q, int64_t ldq, const float* k, int64_t ldk,
 namespace {
 
 size_t backward_scratch(int64_t hd) {
-  return size_t(2 * hd * kLaneBlock + 2 * kKeyTile * kLaneBlock + kLaneBlock * hd + 3 * kLaneBlock);
+  return size_t(2 * hd * kLaneBlock + 2 * kKeyTile * kLaneBlock + kLaneBlock * hd + 4 * kLaneBlock);
 }
 
 struct Grads {
@@ -523,13 +544,14 @@ void backward_block(const Problem& p, const Grads& g, int64_t kvh, int64_t lane0
   float* dqb = dpt + kKeyTile * kLaneBlock;// (kLaneBlock, hd)
   float* lse2 = dqb + kLaneBlock * hd;     // (kLaneBlock) lse in base 2
   float* D = lse2 + kLaneBlock;            // (kLaneBlock) dout . out
-  float* lim = D + kLaneBlock;
+  float* lim = D + kLaneBlock;             // last visible key
+  float* fst = lim + kLaneBlock;           // first visible key
   const float* qrows[kLaneBlock];
   const float* dorows[kLaneBlock];
   const float* krows[kKeyTile];
 
   const float qscale = p.scale * kLog2e;
-  int64_t lim_min = p.Tk, lim_max = 0;
+  int64_t lim_min = p.Tk, lim_max = 0, fst_min = p.Tk, fst_max = 0;
   for (int x = 0; x < nv * kLanes; ++x) {
     if (x < nl) {
       const int64_t lane = lane0 + x, i = p.token_of(lane), h = p.head_of(kvh, lane);
@@ -546,33 +568,42 @@ void backward_block(const Problem& p, const Grads& g, int64_t kvh, int64_t lane0
       }
       D[x] = dsum;
       lse2[x] = g.lse[h * p.Tq + i] * kLog2e;
-      const int64_t last = p.last_key(i);
+      const int64_t last = p.last_key(i), first = p.first_key(i);
       lim[x] = float(last);
+      fst[x] = float(first);
       lim_min = std::min(lim_min, last);
       lim_max = std::max(lim_max, last);
+      fst_min = std::min(fst_min, first);
+      fst_max = std::max(fst_max, first);
     } else {  // padding: P = 0 and dP = 0
       for (int64_t d = 0; d < hd; ++d) qt[d * kLaneBlock + x] = dot[d * kLaneBlock + x] = 0.0f;
       D[x] = 0.0f;
       lse2[x] = kInf;
       lim[x] = kInf;
+      fst[x] = -kInf;
     }
   }
   std::fill(dqb, dqb + nl * hd, 0.0f);
   const VecF vscale = set1(p.scale);
 
-  const int64_t kend = lim_max + 1;
-  for (int64_t j0 = 0; j0 < kend; j0 += kKeyTile) {
+  const int64_t kend = lim_max + 1, kbeg = fst_min / kKeyTile * kKeyTile;
+  for (int64_t j0 = kbeg; j0 < kend; j0 += kKeyTile) {
     const int nk = int(std::min<int64_t>(kKeyTile, kend - j0));
     gemm_abt(p.krow(kvh, j0), p.ldk, nk, qt, kLaneBlock, nv, hd, pt, kLaneBlock);   // S^T (base 2)
     gemm_abt(p.vrow(kvh, j0), p.ldv, nk, dot, kLaneBlock, nv, hd, dpt, kLaneBlock); // dP^T
-    const bool masked = j0 + nk - 1 > lim_min;
+    const bool masked = j0 + nk - 1 > lim_min || j0 < fst_max;
     for (int vi = 0; vi < nv; ++vi) {
       const VecF vl = load(lse2 + vi * kLanes), vD = load(D + vi * kLanes), vlim = load(lim + vi * kLanes);
+      const VecF vfst = load(fst + vi * kLanes);
       for (int j = 0; j < nk; ++j) {
         float* ps = pt + j * kLaneBlock + vi * kLanes;
         float* dps = dpt + j * kLaneBlock + vi * kLanes;
         VecF pr = exp2(load(ps) - vl);
-        if (masked) pr = select(cmp_lt(vlim, set1(float(j0 + j))), zero(), pr);
+        if (masked) {
+          const VecF vj = set1(float(j0 + j));
+          pr = select(cmp_lt(vlim, vj), zero(), pr);
+          pr = select(cmp_lt(vj, vfst), zero(), pr);
+        }
         store(ps, pr);
         store(dps, pr * (load(dps) - vD) * vscale);
       }
@@ -595,12 +626,14 @@ void backward_block(const Problem& p, const Grads& g, int64_t kvh, int64_t lane0
 void attention_backward(const float* q, int64_t ldq, const float* k, int64_t ldk, const float* v, int64_t ldv,
                         const float* out, int64_t ldo, const float* lse, const float* dout, int64_t lddo, float* dq,
                         int64_t lddq, float* dk, int64_t lddk, float* dv, int64_t lddv, int64_t Tq, int64_t Tk,
-                        int64_t n_head, int64_t n_kv_head, int64_t hd, float scale, bool causal, int64_t q_offset) {
-  check_problem("attention_backward", ldq, ldk, ldv, ldo, Tq, Tk, n_head, n_kv_head, hd, q_offset);
+                        int64_t n_head, int64_t n_kv_head, int64_t hd, float scale, bool causal, int64_t q_offset,
+                        int64_t window) {
+  check_problem("attention_backward", ldq, ldk, ldv, ldo, Tq, Tk, n_head, n_kv_head, hd, q_offset, causal, window);
   IRIS_CHECK(lddo >= n_head * hd && lddq >= n_head * hd && lddk >= n_kv_head * hd && lddv >= n_kv_head * hd,
              "attention_backward: a gradient row stride is smaller than its row");
   if (Tq == 0) return;
-  const Problem p{q, ldq, k, ldk, v, ldv, Tq, Tk, n_head, n_kv_head, hd, n_head / n_kv_head, scale, causal, q_offset};
+  const Problem p{q,     ldq,      k,      ldk, v, ldv, Tq, Tk, n_head, n_kv_head, hd, n_head / n_kv_head,
+                  scale, causal, q_offset, window};
   const Grads g{out, ldo, lse, dout, lddo, dq, lddq};
   const int64_t lanes = p.lanes();
   const int64_t blocks = (lanes + kLaneBlock - 1) / kLaneBlock;

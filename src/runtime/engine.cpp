@@ -63,10 +63,9 @@ std::unique_ptr<Engine> Engine::load(const std::string& dir, const EngineOptions
                  unused.size(), e->model_->config().architecture_name().c_str(), unused.front().c_str());
   if (opt.on_model_loaded) opt.on_model_loaded(*e->model_);
   const models::LlamaConfig& tc = e->model_->config().text();
-  // A sliding window that is on bounds the context: beyond it full attention would differ from the model's.
-  e->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min<int64_t>(tc.exact_context(), 4096);
-  IRIS_CHECK(e->n_ctx_ <= tc.exact_context(), dir, ": a context of ", e->n_ctx_, " tokens is longer than the model's ",
-             "sliding window of ", tc.exact_context(), " (iris computes full attention; lower -c)");
+  e->n_ctx_ = opt.n_ctx > 0 ? opt.n_ctx : std::min<int64_t>(tc.max_position_embeddings, 4096);
+  IRIS_CHECK(e->n_ctx_ <= tc.max_position_embeddings, dir, ": a context of ", e->n_ctx_,
+             " tokens is longer than the model's max_position_embeddings (", tc.max_position_embeddings, ")");
   e->dir_ = dir;
   e->process_ = opt.process;
   e->gen_defaults_ = read_generation_config(dir);

@@ -9,9 +9,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 
+#include "io/file.h"
 #include "io/npy.h"
 #include "model_test_util.h"
 #include "models/qwen2_vit.h"
@@ -227,4 +230,54 @@ TEST(Qwen2VL, NewerWeightLayoutLoads) {
     return l;
   };
   EXPECT_EQ(logits(*a), logits(*b));
+}
+
+// The decoder's sliding window (case qwen2vl_sliding_window, matched against the reference above): it changes the
+// result (the same folder with use_sliding_window off gives other logits), layer_types choosing the same layer
+// gives identical logits, and layer_types that do not fit the model are clear errors.
+TEST(Qwen2VL, SlidingWindowFollowsTheConfig) {
+  const std::string src = cases_root() + "/qwen2vl_sliding_window";
+  nlohmann::json cfg = io::read_json_file(src + "/config.json");
+  ASSERT_TRUE(cfg["use_sliding_window"].get<bool>());
+  ASSERT_LT(cfg["sliding_window"].get<int>(), int(ids_of(io::load_npy(src + "/input_ids.npy")).size()));
+  auto logits_of = [&](const std::string& dir) {
+    auto m = models::Vlm::load(dir, {models::WeightPrecision::F32});
+    Tensor pv = io::load_npy(src + "/pixel_values.npy"), grid = io::load_npy(src + "/image_grid_thw.npy");
+    std::vector<int32_t> ids = ids_of(io::load_npy(src + "/input_ids.npy"));
+    std::vector<models::ImageFeatures> f;
+    for (const auto& p : m->processor().split_pixel_values(pv, grid)) f.push_back(m->encode_image(p));
+    models::PromptInput in = m->prepare_prompt(ids, f);
+    const int64_t S = int64_t(ids.size()), V = m->text().vocab_size();
+    nn::KVCache cache = m->text().make_cache(S);
+    std::vector<float> l(size_t(S * V));
+    m->text().forward(in.embeddings.data<float>(), S, in.positions, cache, l.data(), true);
+    return l;
+  };
+  auto variant = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+    const std::string dir = test::temp_dir() + "/" + name;
+    std::filesystem::create_directories(dir);
+    for (const char* f : {"model.safetensors", "preprocessor_config.json"})
+      std::filesystem::copy_file(src + "/" + f, dir + "/" + f, std::filesystem::copy_options::overwrite_existing);
+    nlohmann::json c = cfg;
+    edit(c);
+    io::write_file_atomic(dir + "/config.json", c.dump(2));
+    return dir;
+  };
+  const std::vector<float> windowed = logits_of(src);
+  const std::vector<float> full = logits_of(variant("qwen-sw-off", [](nlohmann::json& c) { c["use_sliding_window"] = false; }));
+  double diff = 0;
+  for (size_t i = 0; i < full.size(); ++i) diff = std::max(diff, double(std::fabs(full[i] - windowed[i])));
+  EXPECT_GT(diff, 1e-2) << "the window does not change the logits: the case does not test it";
+  EXPECT_EQ(logits_of(variant("qwen-sw-types", [](nlohmann::json& c) {
+              c["max_window_layers"] = 0;  // ignored when layer_types is given
+              c["layer_types"] = {"full_attention", "sliding_attention"};
+            })),
+            windowed);
+  EXPECT_THROW(models::Vlm::load(variant("qwen-sw-bad1", [](nlohmann::json& c) { c["layer_types"] = {"full_attention"}; }),
+                                 {models::WeightPrecision::F32}),
+               Error);
+  EXPECT_THROW(models::Vlm::load(variant("qwen-sw-bad2",
+                                         [](nlohmann::json& c) { c["layer_types"] = {"full_attention", "chunked"}; }),
+                                 {models::WeightPrecision::F32}),
+               Error);
 }

@@ -23,10 +23,12 @@ struct Case {
   bool causal;
   int64_t q_offset, pad;  // pad: extra floats at the end of every row (strided layouts)
   double scale;           // 0: 1/sqrt(hd)
+  int64_t window = 0;     // sliding window (0: none)
   std::string name() const {
     return "Tq=" + std::to_string(Tq) + " Tk=" + std::to_string(Tk) + " heads=" + std::to_string(n_head) + "/" +
            std::to_string(n_kv) + " hd=" + std::to_string(hd) + (causal ? " causal" : "") +
-           " q_offset=" + std::to_string(q_offset) + " pad=" + std::to_string(pad);
+           " q_offset=" + std::to_string(q_offset) + " pad=" + std::to_string(pad) +
+           (window ? " window=" + std::to_string(window) : "");
   }
 };
 
@@ -42,6 +44,14 @@ const Case kCases[] = {
     {3, 1100, 4, 1, 72, true, 1097, 2, 0}, // few-rows MQA with key splits, head dim 64 + 8
     {1, 77, 2, 2, 64, false, 0, 0, 0},     // decode, MHA, odd key count
     {2, 2100, 2, 2, 20, false, 0, 0, 0},   // few-rows, several key tiles per split
+    // Sliding windows: smaller than a key tile, spanning tiles, larger than the context, with an offset.
+    {20, 20, 4, 2, 16, true, 0, 0, 0, 5},       // tiled, window 5
+    {100, 130, 4, 2, 64, true, 30, 5, 0, 70},   // tiled, several lane blocks, window across key tiles
+    {70, 150, 2, 2, 80, true, 80, 1, 0, 1},     // window 1: each query sees only itself
+    {16, 16, 1, 1, 8, true, 0, 0, 0, 100},      // window longer than the sequence: plain causal
+    {1, 600, 8, 2, 128, true, 599, 0, 0, 64},   // decode, GQA 4:1, window 64
+    {3, 1100, 4, 1, 72, true, 1097, 2, 0, 700}, // few-rows MQA, key splits inside the window
+    {5, 7, 4, 2, 8, true, 2, 3, 0, 3},          // few-rows, GQA, offset, strided
 };
 
 struct Data {
@@ -85,18 +95,18 @@ void check_case(const Case& c) {
   // Reference in double.
   VecD out(test::sz(c.Tq * d.ldo), 0.0), lse(test::sz(c.n_head * c.Tq));
   ref::attention_forward(d.q.data(), d.ldq, d.k.data(), d.ldk, d.v.data(), d.ldv, out.data(), d.ldo, c.Tq, c.Tk,
-                         c.n_head, c.n_kv, c.hd, scale, c.causal, c.q_offset, lse.data());
+                         c.n_head, c.n_kv, c.hd, scale, c.causal, c.q_offset, lse.data(), c.window);
   VecD dq(test::sz(c.Tq * d.ldq), 0.0), dk = d.dk0, dv = d.dv0;
   ref::attention_backward(d.q.data(), d.ldq, d.k.data(), d.ldk, d.v.data(), d.ldv, out.data(), d.ldo, lse.data(),
                           d.dout.data(), d.ldo, dq.data(), d.ldq, dk.data(), d.ldk, dv.data(), d.ldv, c.Tq, c.Tk,
-                          c.n_head, c.n_kv, c.hd, scale, c.causal, c.q_offset);
+                          c.n_head, c.n_kv, c.hd, scale, c.causal, c.q_offset, c.window);
 
   // Float kernels; outputs start as NaN where they must be overwritten.
   const float nan = std::numeric_limits<float>::quiet_NaN();
   VecFl qf = test::to_f(d.q), kf = test::to_f(d.k), vf = test::to_f(d.v), dof = test::to_f(d.dout);
   VecFl outf(out.size(), nan), lsef(lse.size(), nan);
   attention_forward(qf.data(), d.ldq, kf.data(), d.ldk, vf.data(), d.ldv, outf.data(), d.ldo, c.Tq, c.Tk, c.n_head,
-                    c.n_kv, c.hd, float(scale), c.causal, c.q_offset, lsef.data());
+                    c.n_kv, c.hd, float(scale), c.causal, c.q_offset, lsef.data(), c.window);
   EXPECT_LT(strided_err(outf, out, c.Tq, d.ldo, c.n_head * c.hd), 1e-5);
   EXPECT_LT(test::scaled_err(lsef, lse), 1e-5);
   // Padding between rows is left alone.
@@ -107,14 +117,14 @@ void check_case(const Case& c) {
   VecFl dqf(dq.size(), nan), dkf = test::to_f(d.dk0), dvf = test::to_f(d.dv0);
   attention_backward(qf.data(), d.ldq, kf.data(), d.ldk, vf.data(), d.ldv, outf.data(), d.ldo, lsef.data(),
                      dof.data(), d.ldo, dqf.data(), d.ldq, dkf.data(), d.ldk, dvf.data(), d.ldv, c.Tq, c.Tk, c.n_head,
-                     c.n_kv, c.hd, float(scale), c.causal, c.q_offset);
+                     c.n_kv, c.hd, float(scale), c.causal, c.q_offset, c.window);
   EXPECT_LT(strided_err(dqf, dq, c.Tq, d.ldq, c.n_head * c.hd), 2e-5);
   EXPECT_LT(strided_err(dkf, dk, c.Tk, d.ldk, c.n_kv * c.hd), 2e-5);
   EXPECT_LT(strided_err(dvf, dv, c.Tk, d.ldv, c.n_kv * c.hd), 2e-5);
   // The forward without lse gives the same output.
   VecFl out2(out.size(), nan);
   attention_forward(qf.data(), d.ldq, kf.data(), d.ldk, vf.data(), d.ldv, out2.data(), d.ldo, c.Tq, c.Tk, c.n_head,
-                    c.n_kv, c.hd, float(scale), c.causal, c.q_offset, nullptr);
+                    c.n_kv, c.hd, float(scale), c.causal, c.q_offset, nullptr, c.window);
   EXPECT_LT(strided_err(out2, out, c.Tq, d.ldo, c.n_head * c.hd), 1e-5);
 }
 
@@ -131,12 +141,17 @@ TEST(OpsAttention, MatchesReferenceUnderThreadCounts) {
     check_case({3, 1100, 4, 1, 72, true, 1097, 2, 0});
     check_case({1, 2000, 2, 1, 64, false, 0, 0, 0});
     check_case({40, 90, 2, 1, 24, true, 50, 1, 0});
+    check_case({3, 1100, 4, 1, 72, true, 1097, 2, 0, 700});
+    check_case({40, 90, 2, 1, 24, true, 50, 1, 0, 33});
   }
   cpu::set_num_threads(saved);
 }
 
 TEST(OpsAttention, ReferenceBackwardMatchesFiniteDifferences) {
-  const Case cases[] = {{3, 5, 4, 2, 3, true, 2, 1, 0}, {4, 3, 2, 1, 5, false, 0, 0, 0.7}, {4, 2, 2, 2, 2, true, 0, 0, 0}};
+  const Case cases[] = {{3, 5, 4, 2, 3, true, 2, 1, 0},
+                        {4, 3, 2, 1, 5, false, 0, 0, 0.7},
+                        {4, 2, 2, 2, 2, true, 0, 0, 0},
+                        {5, 7, 2, 1, 3, true, 2, 0, 0, 3}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name());
     Data d = make_data(c, 5);
@@ -144,7 +159,7 @@ TEST(OpsAttention, ReferenceBackwardMatchesFiniteDifferences) {
     VecD out(test::sz(c.Tq * d.ldo), 0.0), lse(test::sz(c.n_head * c.Tq));
     auto forward = [&] {
       ref::attention_forward(d.q.data(), d.ldq, d.k.data(), d.ldk, d.v.data(), d.ldv, out.data(), d.ldo, c.Tq, c.Tk,
-                             c.n_head, c.n_kv, c.hd, scale, c.causal, c.q_offset, lse.data());
+                             c.n_head, c.n_kv, c.hd, scale, c.causal, c.q_offset, lse.data(), c.window);
     };
     auto loss = [&] {
       forward();
@@ -155,7 +170,7 @@ TEST(OpsAttention, ReferenceBackwardMatchesFiniteDifferences) {
     VecD dq(d.q.size(), 0.0), dk(d.k.size(), 0.0), dv(d.v.size(), 0.0);
     ref::attention_backward(d.q.data(), d.ldq, d.k.data(), d.ldk, d.v.data(), d.ldv, out.data(), d.ldo, lse.data(),
                             d.dout.data(), d.ldo, dq.data(), d.ldq, dk.data(), d.ldk, dv.data(), d.ldv, c.Tq, c.Tk,
-                            c.n_head, c.n_kv, c.hd, scale, c.causal, c.q_offset);
+                            c.n_head, c.n_kv, c.hd, scale, c.causal, c.q_offset, c.window);
     EXPECT_LT(test::scaled_err(dq, fq), 1e-7);
     EXPECT_LT(test::scaled_err(dk, fk), 1e-7);
     EXPECT_LT(test::scaled_err(dv, fv), 1e-7);
@@ -178,6 +193,21 @@ TEST(OpsAttention, ChunkedQueriesMatchOneCall) {
     s += n;
   }
   EXPECT_LT(test::max_abs_diff(full, chunked), 2e-6);
+  // The same with a sliding window, and a window reaching back over every key is plain causal attention.
+  VecFl wfull(q.size()), wchunked(q.size()), wide(q.size());
+  attention_forward(q.data(), H * hd, k.data(), KV * hd, v.data(), KV * hd, wfull.data(), H * hd, T, T, H, KV, hd, scale,
+                    true, 0, nullptr, 7);
+  for (int64_t s = 0; s < T;) {
+    const int64_t n = std::min<int64_t>(s < 20 ? 20 : 1, T - s);
+    attention_forward(q.data() + s * H * hd, H * hd, k.data(), KV * hd, v.data(), KV * hd, wchunked.data() + s * H * hd,
+                      H * hd, n, s + n, H, KV, hd, scale, true, s, nullptr, 7);
+    s += n;
+  }
+  EXPECT_LT(test::max_abs_diff(wfull, wchunked), 2e-6);
+  EXPECT_GT(test::max_abs_diff(wfull, full), 1e-3);
+  attention_forward(q.data(), H * hd, k.data(), KV * hd, v.data(), KV * hd, wide.data(), H * hd, T, T, H, KV, hd, scale,
+                    true, 0, nullptr, T);
+  EXPECT_EQ(test::max_abs_diff(wide, full), 0.0);
 }
 
 TEST(OpsAttention, BadArgumentsThrow) {
@@ -186,6 +216,8 @@ TEST(OpsAttention, BadArgumentsThrow) {
   EXPECT_THROW(attention_forward(x, 4, x, 8, x, 8, x, 8, 1, 1, 2, 2, 4, 1.0f, false, 0, nullptr), Error);  // ldq
   EXPECT_THROW(attention_forward(x, 8, x, 8, x, 8, x, 8, 1, 0, 2, 2, 4, 1.0f, false, 0, nullptr), Error);  // Tk 0
   EXPECT_THROW(attention_forward(x, 8, x, 8, x, 8, x, 8, 1, 1, 2, 2, 4, 1.0f, true, -1, nullptr), Error);  // offset
+  EXPECT_THROW(attention_forward(x, 8, x, 8, x, 8, x, 8, 1, 1, 2, 2, 4, 1.0f, false, 0, nullptr, 4), Error);  // window
+  EXPECT_THROW(attention_forward(x, 8, x, 8, x, 8, x, 8, 1, 1, 2, 2, 4, 1.0f, true, 0, nullptr, -1), Error);
 }
 
 }  // namespace
