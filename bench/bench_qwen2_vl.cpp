@@ -32,6 +32,25 @@ using bench::Clock;
 using bench::read_bandwidth;
 using bench::secs;
 
+// Seconds of an (M, K) x (K, N) product through cpu::LinearWeight in the given precision (best of `reps`, after
+// one warm-up call).
+static double matmul_seconds(int64_t M, int64_t N, int64_t K, cpu::MatmulPrecision prec, int reps) {
+  Tensor w = Tensor::empty({N, K});
+  std::mt19937 g(1);
+  std::normal_distribution<float> d(0.0f, 0.02f);
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = d(g);
+  cpu::LinearWeight lw(w, prec);
+  std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
+  lw.forward(x.data(), M, K, y.data(), N);
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    lw.forward(x.data(), M, K, y.data(), N);
+    best = std::min(best, secs(t0));
+  }
+  return best;
+}
+
 // Matmul GFLOP/s of an (M, K) x (K, N) product in the given precision, best of 3.
 static double matmul_gflops(int64_t M, int64_t N, int64_t K, cpu::MatmulPrecision prec) {
   Tensor w = Tensor::empty({N, K});
@@ -108,11 +127,26 @@ int main(int argc, char** argv) {
     const double mlp = v.v25 ? 3.0 * D * I : 2.0 * D * I;
     return 2.0 * N * (double(P) * D + v.depth * (4.0 * D * D + mlp)) + 2.0 * (N / 4) * (double(H) * H + double(H) * v.out_dim);
   };
+  // The encoder's matrix products alone at N patches: the patch embedding, one block's products (timed once and
+  // counted depth times: every block has the same shapes) and the merger's two, each with M = its row count.
+  auto products_seconds = [&](int64_t N) {
+    const int reps = N > 2000 ? 1 : 3;
+    double t = matmul_seconds(N, D, P, prec, reps);
+    double block = matmul_seconds(N, 3 * D, D, prec, reps) + matmul_seconds(N, D, D, prec, reps);
+    if (v.v25)
+      block += 2 * matmul_seconds(N, I, D, prec, reps) + matmul_seconds(N, D, I, prec, reps);
+    else
+      block += matmul_seconds(N, I, D, prec, reps) + matmul_seconds(N, D, I, prec, reps);
+    t += v.depth * block;
+    t += matmul_seconds(N / 4, H, H, prec, reps) + matmul_seconds(N / 4, v.out_dim, H, prec, reps);
+    return t;
+  };
   const double peak = matmul_gflops(1024, I, D, prec);
   std::printf("%s matmul, same run, tower MLP shape 1024x%lldx%lld: %.0f GFLOP/s\n", dtype.c_str(), (long long)I,
               (long long)D, peak);
 
-  std::printf("\n| image | resized | patches | tokens | encode ms | matmul GFLOP/s | of %s matmul |\n|---|---|---|---|---|---|---|\n",
+  std::printf("\n| image | resized | patches | tokens | encode ms | matrix products ms | products GFLOP/s | of %s "
+              "matmul | attention and the rest, ms |\n|---|---|---|---|---|---|---|---|---|\n",
               dtype.c_str());
   const int sizes[3][2] = {{448, 448}, {1024, 768}, {1920, 1080}};
   models::ImageFeatures keep;
@@ -125,9 +159,11 @@ int main(int argc, char** argv) {
     models::ImageFeatures f = m->encode_image(px);
     const double sec = secs(t0);
     const int64_t N = px.values.dim(0);
-    std::printf("| %dx%d | %lldx%lld | %lld | %lld | %.0f | %.0f | %.0f%% |\n", s[0], s[1],
+    const double mm = products_seconds(N);
+    std::printf("| %dx%d | %lldx%lld | %lld | %lld | %.0f | %.0f | %.0f | %.0f%% | %.0f |\n", s[0], s[1],
                 (long long)(px.grid_w * v.patch_size), (long long)(px.grid_h * v.patch_size), (long long)N,
-                (long long)f.n_tokens(), sec * 1e3, matmul_flops(N) / sec / 1e9, 100.0 * matmul_flops(N) / sec / 1e9 / peak);
+                (long long)f.n_tokens(), sec * 1e3, mm * 1e3, matmul_flops(N) / mm / 1e9,
+                100.0 * matmul_flops(N) / mm / 1e9 / peak, (sec - mm) * 1e3);
     if (s[0] == 1024) keep = f;
   }
 
@@ -174,10 +210,14 @@ int main(int argc, char** argv) {
     auto t1 = Clock::now();
     for (int i = 0; i < n; ++i) s.decode(5);
     const double dec = secs(t1) / n;
-    ratios.push_back(lm_bytes / dec / 1e9 / bw);
-    std::printf("decode round %d: %.2f tok/s, %.1f GB/s of %s weights (%.2f GB per token), read bandwidth %.1f GB/s: "
-                "%.0f%%\n",
-                r + 1, 1.0 / dec, lm_bytes / dec / 1e9, dtype.c_str(), lm_bytes / 1e9, bw, 100.0 * ratios.back());
+    // Bytes read per step: the weights and the KV cache (f32 keys and values of every layer over the context).
+    const double ctx = double(ids.size()) + 1 + r * n + n / 2.0;
+    const double kv_bytes = 2.0 * 4.0 * t.num_hidden_layers * ctx * double(kvd);
+    ratios.push_back((lm_bytes + kv_bytes) / dec / 1e9 / bw);
+    std::printf("decode round %d: %.2f tok/s, %.1f GB/s (%.2f GB of %s weights + %.0f MB of KV cache per token), "
+                "read bandwidth %.1f GB/s: %.0f%%\n",
+                r + 1, 1.0 / dec, (lm_bytes + kv_bytes) / dec / 1e9, lm_bytes / 1e9, dtype.c_str(), kv_bytes / 1e6, bw,
+                100.0 * ratios.back());
   }
   std::sort(ratios.begin(), ratios.end());
   std::printf("decode: median %.0f%% of the read bandwidth (rounds: %.0f%% .. %.0f%%)\n",

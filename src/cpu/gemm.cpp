@@ -70,9 +70,13 @@ void set_bf16_path(Bf16Path p) { g_bf16_path.store(p == Bf16Path::Native ? 0 : 1
 
 namespace {
 
-// Rows of a bf16 weight widened to f32 per panel: about 1 MB of f32, so the panel stays in L2 while the GEMM
-// reads it once per block of activation rows.
-int64_t widen_panel_rows(int64_t K) { return std::max<int64_t>(16, (int64_t(1) << 18) / std::max<int64_t>(K, 1)); }
+// Rows of a bf16 weight widened to f32 per panel. Few activation rows: about 1 MB of f32, so the panel is still
+// in L2 when the GEMM reads it. Many rows (image encoding, long prefill): the activations are re-read once per
+// panel, so panels are large (32 MB of f32, the whole weight for most layers) and the GEMM gets wide products.
+int64_t widen_panel_rows(int64_t M, int64_t K) {
+  const int64_t floats = M <= 64 ? (int64_t(1) << 18) : (int64_t(1) << 23);
+  return std::max<int64_t>(16, floats / std::max<int64_t>(K, 1));
+}
 
 void widen_rows(const uint16_t* w, int64_t rows, int64_t K, float* out) {
   parallel_for(rows, 4, [&](int64_t b, int64_t e) {
@@ -187,7 +191,7 @@ void LinearWeight::backward_input(const float* dy, int64_t M, float* dx, bool ac
     parallel_for(M * m.N, 4096, [&](int64_t b, int64_t en) {
       for (int64_t i = b; i < en; ++i) dyr[size_t(i)] = bf16_to_f32(f32_to_bf16(dy[i]));
     });
-    const int64_t P = widen_panel_rows(m.K);
+    const int64_t P = widen_panel_rows(M, m.K);
     std::vector<float> panel(size_t(std::min(P, m.N) * m.K));
     for (int64_t n0 = 0; n0 < m.N; n0 += P) {
       const int64_t rows = std::min(P, m.N - n0);
@@ -273,7 +277,7 @@ void LinearWeight::forward(const float* x, int64_t M, int64_t ldx, float* y, int
       for (int64_t i = b; i < en; ++i)
         for (int64_t j = 0; j < m.K; ++j) xr[size_t(i * m.K + j)] = bf16_to_f32(f32_to_bf16(x[i * ldx + j]));
     });
-    const int64_t P = widen_panel_rows(m.K);
+    const int64_t P = widen_panel_rows(M, m.K);
     std::vector<float> panel(size_t(std::min(P, m.N) * m.K));
     for (int64_t n0 = 0; n0 < m.N; n0 += P) {
       const int64_t rows = std::min(P, m.N - n0);
