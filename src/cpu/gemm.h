@@ -1,5 +1,6 @@
 // The matrix-multiply backend: every matrix product in iris goes through this interface, so another backend
-// (CUDA) can slot in later without touching models. CPU implementation: oneDNN.
+// (CUDA) can slot in later without touching models. CPU implementation: oneDNN for prefill-sized products, iris's
+// own streaming kernel for decode-sized ones (cpu/gemv.h).
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -63,6 +63,45 @@ void ClipVisionConfig::validate() const {
              patch_size);
 }
 
+SiglipVisionConfig SiglipVisionConfig::from_json(const json& j) {
+  SiglipVisionConfig c;
+  IRIS_CHECK(j.is_object(), "vision_config must be an object");
+  get_opt(j, "hidden_size", c.hidden_size);
+  get_opt(j, "intermediate_size", c.intermediate_size);
+  get_opt(j, "num_hidden_layers", c.num_hidden_layers);
+  get_opt(j, "num_attention_heads", c.num_attention_heads);
+  get_opt(j, "num_channels", c.num_channels);
+  get_opt(j, "image_size", c.image_size);
+  get_opt(j, "patch_size", c.patch_size);
+  get_opt(j, "hidden_act", c.hidden_act);
+  get_opt(j, "layer_norm_eps", c.layer_norm_eps);
+  get_opt(j, "model_type", c.model_type);
+  c.validate();
+  return c;
+}
+
+void SiglipVisionConfig::validate() const {
+  check_positive("vision hidden_size", hidden_size);
+  check_positive("vision intermediate_size", intermediate_size);
+  check_positive("vision num_hidden_layers", num_hidden_layers);
+  check_positive("vision num_attention_heads", num_attention_heads);
+  check_positive("vision num_channels", num_channels);
+  check_positive("vision image_size", image_size);
+  check_positive("vision patch_size", patch_size);
+  IRIS_CHECK(hidden_size % num_attention_heads == 0, "vision hidden_size ", hidden_size,
+             " is not divisible by num_attention_heads ", num_attention_heads);
+  IRIS_CHECK(image_size % patch_size == 0, "vision image_size ", image_size, " is not a multiple of patch_size ",
+             patch_size);
+}
+
+json SiglipVisionConfig::to_json() const {
+  return json{{"model_type", model_type},           {"hidden_size", hidden_size},
+              {"intermediate_size", intermediate_size}, {"num_hidden_layers", num_hidden_layers},
+              {"num_attention_heads", num_attention_heads}, {"num_channels", num_channels},
+              {"image_size", image_size},             {"patch_size", patch_size},
+              {"hidden_act", hidden_act},             {"layer_norm_eps", layer_norm_eps}};
+}
+
 json ClipVisionConfig::to_json() const {
   return json{{"model_type", "clip_vision_model"},   {"hidden_size", hidden_size},
               {"intermediate_size", intermediate_size}, {"num_hidden_layers", num_hidden_layers},

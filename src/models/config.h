@@ -27,6 +27,27 @@ struct ClipVisionConfig {
   void validate() const;
 };
 
+// SigLIP vision tower's vision_config (SiglipVisionConfig, Idefics3VisionConfig, SmolVLMVisionConfig): no class
+// token, learned position embeddings over the image_size / patch_size grid, gelu_pytorch_tanh by default.
+struct SiglipVisionConfig {
+  int hidden_size = 768;
+  int intermediate_size = 3072;
+  int num_hidden_layers = 12;
+  int num_attention_heads = 12;
+  int num_channels = 3;
+  int image_size = 224;
+  int patch_size = 16;
+  std::string hidden_act = "gelu_pytorch_tanh";
+  float layer_norm_eps = 1e-6f;
+  std::string model_type = "siglip_vision_model";
+
+  int grid() const { return image_size / patch_size; }
+  int num_positions() const { return grid() * grid(); }
+  static SiglipVisionConfig from_json(const nlohmann::json& j);
+  nlohmann::json to_json() const;
+  void validate() const;
+};
+
 struct RopeScaling {
   std::string type = "default";  // "default", "linear", "llama3", "dynamic"
   double factor = 1.0;

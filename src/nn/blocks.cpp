@@ -9,8 +9,10 @@
 
 namespace iris::nn {
 
-void ViTBlock::forward(float* h, int64_t T, Scratch& s, const Tap& tap, int il) const {
+void ViTBlock::forward(float* h, int64_t T, Scratch& s, const Tap& tap, int il, int64_t n_keys) const {
   const int64_t D = q.in_features(), I = fc1.out_features(), hd = D / n_head;
+  if (n_keys <= 0) n_keys = T;
+  IRIS_CHECK(n_keys <= T, "ViTBlock: ", n_keys, " keys of ", T, " tokens");
   float* xn = Scratch::get(s.a, size_t(T * D));
   float* qb = Scratch::get(s.b, size_t(T * D));
   float* kb = Scratch::get(s.c, size_t(T * D));
@@ -20,8 +22,8 @@ void ViTBlock::forward(float* h, int64_t T, Scratch& s, const Tap& tap, int il) 
   q.forward(xn, T, qb);
   k.forward(xn, T, kb);
   v.forward(xn, T, vb);
-  ops::attention_forward(qb, D, kb, D, vb, D, ab, D, T, T, n_head, n_head, hd, 1.0f / std::sqrt(float(hd)), false, 0,
-                         nullptr);
+  ops::attention_forward(qb, D, kb, D, vb, D, ab, D, T, n_keys, n_head, n_head, hd, 1.0f / std::sqrt(float(hd)), false,
+                         0, nullptr);
   if (tap) tap("attn_out", il, ab, T, D);
   o.forward(ab, T, h, /*accumulate=*/true);
   ln2.forward(h, xn, T);

@@ -64,7 +64,9 @@ struct ViTBlock {
   ops::Activation act = ops::Activation::QuickGelu;
   int n_head = 1;
 
-  void forward(float* h, int64_t T, Scratch& s, const Tap& tap = nullptr, int il = 0) const;  // h (T, D) in place
+  // h (T, D) in place. n_keys > 0: every token attends to the first n_keys tokens only (the rest are padding that
+  // is computed but never looked at: Idefics3's padded tiles, real patches first).
+  void forward(float* h, int64_t T, Scratch& s, const Tap& tap = nullptr, int il = 0, int64_t n_keys = 0) const;
 
   // Training: h (T, D) in place, keeping what backward needs in a.
   void forward_train(float* h, int64_t T, ViTBlockActs& a) const;
