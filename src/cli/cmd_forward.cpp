@@ -49,7 +49,7 @@ Runner add_forward(CLI::App& app) {
   struct Opts {
     ModelFlags model;
     std::vector<std::string> images;
-    std::string pixel_values, image_grid_thw, prompt, input_ids;
+    std::string pixel_values, image_grid_thw, pixel_attention_mask, prompt, input_ids;
     std::string save_logits, save_pixel_values, save_vision_hidden, save_image_features, save_generated_ids;
     std::string save_processor_outputs, save_position_ids;
     int generate = 0;
@@ -61,6 +61,9 @@ Runner add_forward(CLI::App& app) {
                  "pixel values .npy in the shape the Hugging Face model takes: LLaVA (n, 3, H, W), Qwen2-VL "
                  "(patches, 1176) float32");
   app.add_option("--image-grid-thw", o->image_grid_thw, "Qwen2-VL: image_grid_thw .npy (n, 3) int64 for --pixel-values");
+  app.add_option("--pixel-attention-mask", o->pixel_attention_mask,
+                 "Idefics3 / SmolVLM: pixel_attention_mask .npy (1, frames, H, W) for --pixel-values (default: all "
+                 "pixels real)");
   app.add_option("-p,--prompt", o->prompt, "prompt text (rendered with the chat template)");
   app.add_option("--input-ids", o->input_ids, "input ids .npy, (1, S) int64, image tokens already expanded");
   app.add_option("--save-logits", o->save_logits, "write logits at every prompt position, (1, S, V) float32");
@@ -82,6 +85,10 @@ Runner add_forward(CLI::App& app) {
     o->model.resolve();
     IRIS_CHECK(o->images.empty() || o->pixel_values.empty(), "give --image or --pixel-values, not both");
     IRIS_CHECK(o->image_grid_thw.empty() || !o->pixel_values.empty(), "--image-grid-thw goes with --pixel-values");
+    IRIS_CHECK(o->pixel_attention_mask.empty() || !o->pixel_values.empty(),
+               "--pixel-attention-mask goes with --pixel-values");
+    IRIS_CHECK(o->pixel_attention_mask.empty() || o->image_grid_thw.empty(),
+               "--image-grid-thw (Qwen2-VL) and --pixel-attention-mask (Idefics3) do not go together");
     IRIS_CHECK(o->prompt.empty() != o->input_ids.empty(), "give exactly one of -p/--prompt and --input-ids");
     auto engine = runtime::Engine::load(o->model.model, o->model.engine_options());
     const models::Vlm& m = engine->model();
@@ -92,7 +99,10 @@ Runner add_forward(CLI::App& app) {
         pixels.push_back(engine->process_image(vision::load_image(path, o->model.engine_options().decode)));
     } else if (!o->pixel_values.empty()) {
       Tensor pv = io::load_npy(o->pixel_values);
-      Tensor grid = o->image_grid_thw.empty() ? Tensor() : io::load_npy(o->image_grid_thw);
+      // The processor's second array: Qwen2-VL's image_grid_thw or Idefics3's pixel_attention_mask.
+      Tensor grid = !o->image_grid_thw.empty()         ? io::load_npy(o->image_grid_thw)
+                    : !o->pixel_attention_mask.empty() ? io::load_npy(o->pixel_attention_mask)
+                                                       : Tensor();
       try {
         pixels = m.processor().split_pixel_values(pv, grid);
       } catch (const Error& e) {

@@ -368,10 +368,12 @@ json LlavaConfig::to_json() const {
 }
 
 const LlamaConfig& ModelConfig::text() const {
+  if (arch == Architecture::Idefics3) return idefics3.text;
   return arch == Architecture::Qwen2VL || arch == Architecture::Qwen2_5VL ? qwen2_vl.text : llava.text;
 }
 
 LlamaConfig& ModelConfig::text() {
+  if (arch == Architecture::Idefics3) return idefics3.text;
   return arch == Architecture::Qwen2VL || arch == Architecture::Qwen2_5VL ? qwen2_vl.text : llava.text;
 }
 
@@ -498,6 +500,42 @@ json Qwen2VLConfig::to_json() const {
   return j;
 }
 
+// ---- Idefics3 / SmolVLM -----------------------------------------------------------------------------------
+
+Idefics3Config Idefics3Config::from_json(const json& j, bool smolvlm) {
+  Idefics3Config c;
+  c.smolvlm = smolvlm;
+  IRIS_CHECK(j.contains("text_config") && j["text_config"].is_object(), "config: text_config is missing");
+  IRIS_CHECK(j.contains("vision_config") && j["vision_config"].is_object(), "config: vision_config is missing");
+  json t = j["text_config"];
+  if (!t.contains("model_type") || !t["model_type"].is_string() || t["model_type"] != "qwen2") t["model_type"] = "llama";
+  // The head is tied when the top-level tie_word_embeddings says so (Idefics3ForConditionalGeneration reads it).
+  t["tie_word_embeddings"] = j.value("tie_word_embeddings", false);
+  c.text = LlamaConfig::from_json(t);
+  c.vision = SiglipVisionConfig::from_json(j["vision_config"]);
+  get_opt(j, "scale_factor", c.scale_factor);
+  get_opt(j, "image_token_id", c.image_token_id);
+  check_positive("scale_factor", c.scale_factor);
+  IRIS_CHECK(c.vision.grid() % c.scale_factor == 0, "config: a ", c.vision.grid(), "x", c.vision.grid(),
+             " patch grid does not split by scale_factor ", c.scale_factor);
+  IRIS_CHECK(c.image_token_id >= 0 && c.image_token_id < c.text.vocab_size, "config: image_token_id ",
+             c.image_token_id, " is outside the vocabulary [0, ", c.text.vocab_size, ")");
+  return c;
+}
+
+json Idefics3Config::to_json() const {
+  json t = text.to_json();
+  json j{{"architectures", {smolvlm ? "SmolVLMForConditionalGeneration" : "Idefics3ForConditionalGeneration"}},
+         {"model_type", smolvlm ? "smolvlm" : "idefics3"},
+         {"text_config", t},
+         {"vision_config", vision.to_json()},
+         {"scale_factor", scale_factor},
+         {"image_token_id", image_token_id},
+         {"tie_word_embeddings", text.tie_word_embeddings},
+         {"torch_dtype", "float32"}};
+  return j;
+}
+
 // ---- the registry -----------------------------------------------------------------------------------------
 
 namespace {
@@ -517,6 +555,10 @@ const Family kFamilies[] = {
      [](const json& j, ModelConfig& m) { m.qwen2_vl = Qwen2VLConfig::from_json(j, false); }},
     {Architecture::Qwen2_5VL, "Qwen2_5_VLForConditionalGeneration", "qwen2_5_vl",
      [](const json& j, ModelConfig& m) { m.qwen2_vl = Qwen2VLConfig::from_json(j, true); }},
+    {Architecture::Idefics3, "Idefics3ForConditionalGeneration", "idefics3",
+     [](const json& j, ModelConfig& m) { m.idefics3 = Idefics3Config::from_json(j, false); }},
+    {Architecture::Idefics3, "SmolVLMForConditionalGeneration", "smolvlm",
+     [](const json& j, ModelConfig& m) { m.idefics3 = Idefics3Config::from_json(j, true); }},
     {Architecture::Llama, "LlamaForCausalLM", "llama",
      [](const json& j, ModelConfig& m) { m.llava.text = LlamaConfig::from_json(j); }},
     {Architecture::Llama, "Qwen2ForCausalLM", "qwen2",
@@ -527,6 +569,8 @@ const Family kFamilies[] = {
 
 std::string ModelConfig::architecture_name() const {
   if (arch == Architecture::Llama) return text().model_type == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  if (arch == Architecture::Idefics3)
+    return idefics3.smolvlm ? "SmolVLMForConditionalGeneration" : "Idefics3ForConditionalGeneration";
   for (const Family& f : kFamilies)
     if (f.arch == arch) return f.class_name;
   return "?";
@@ -537,6 +581,7 @@ json ModelConfig::to_json() const {
     case Architecture::Llava: return llava.to_json();
     case Architecture::Qwen2VL:
     case Architecture::Qwen2_5VL: return qwen2_vl.to_json();
+    case Architecture::Idefics3: return idefics3.to_json();
     case Architecture::Llama: break;
   }
   return text().to_json();

@@ -142,13 +142,30 @@ struct Qwen2VLConfig {
   nlohmann::json to_json() const;
 };
 
+// Idefics3Config / SmolVLMConfig: a SigLIP-style tower over image tiles, pixel shuffle by scale_factor and a linear
+// projection, a Llama decoder (SmolLM2 / Llama 3).
+struct Idefics3Config {
+  SiglipVisionConfig vision;
+  LlamaConfig text;
+  int scale_factor = 2;
+  int image_token_id = 128257;
+  bool smolvlm = false;  // SmolVLMForConditionalGeneration (same tensors; the processor squares unsplit images)
+  int64_t image_seq_len() const {  // image tokens per frame
+    const int64_t g = vision.grid() / scale_factor;
+    return g * g;
+  }
+  static Idefics3Config from_json(const nlohmann::json& j, bool smolvlm);
+  nlohmann::json to_json() const;
+};
+
 // What a config.json describes (models/registry.cpp maps its `architectures` / `model_type` to one of these).
-enum class Architecture { Llama, Llava, Qwen2VL, Qwen2_5VL };
+enum class Architecture { Llama, Llava, Qwen2VL, Qwen2_5VL, Idefics3 };
 
 struct ModelConfig {
   Architecture arch = Architecture::Llama;
   LlavaConfig llava;       // Llava: every field; Llama: only .text
   Qwen2VLConfig qwen2_vl;  // Qwen2VL, Qwen2_5VL
+  Idefics3Config idefics3; // Idefics3 (and SmolVLM)
   nlohmann::json raw;      // the file as read
 
   // The language model's config, whatever the family.

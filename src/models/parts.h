@@ -22,8 +22,12 @@ namespace iris::models {
 // One image as its family's processor prepared it, ready for the vision encoder.
 struct ImagePixels {
   // LLaVA / CLIP: (C, H, W) normalised. Qwen2-VL: (patches, C*tp*p*p), Hugging Face's pixel_values rows.
+  // Idefics3 / SmolVLM: (frames, C, H, W), the image's tiles row-major then its global view (or the one unsplit
+  // frame).
   Tensor values;
-  int64_t grid_t = 1, grid_h = 0, grid_w = 0;  // patches along time, height, width (Qwen2-VL's image_grid_thw)
+  int64_t grid_t = 1, grid_h = 0, grid_w = 0;  // patches along time, height, width (Qwen2-VL's image_grid_thw);
+                                               // Idefics3: grid_h x grid_w tiles (0 x 0: not split)
+  Tensor mask;  // Idefics3: (frames, H, W) uint8, nonzero = real pixel (pixel_attention_mask); undefined: all real
 };
 
 // What one image becomes for the language model: the rows spliced at its image tokens, and their grid (the

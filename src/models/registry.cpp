@@ -2,6 +2,7 @@
 // prefixes (the names inside a part are the part's own). A new family adds its parts' files and one case here.
 #include <filesystem>
 
+#include "models/idefics3.h"
 #include "models/patch_merger.h"
 #include "models/processor_clip.h"
 #include "models/processor_qwen2_vl.h"
@@ -63,6 +64,23 @@ void build_qwen2_vl(Vlm& m, WeightLoader& w, const std::string& dir, std::unique
   conn = std::move(merger);
 }
 
+// Idefics3 / SmolVLM: "model.vision_model.*", "model.connector.*", "model.text_model.*", "lm_head.weight".
+void build_idefics3(Vlm& m, WeightLoader& w, const std::string& dir, std::unique_ptr<ImageProcessor>& proc,
+                    std::unique_ptr<VisionEncoder>& vis, std::unique_ptr<Connector>& conn, Llama& text) {
+  const Idefics3Config& c = m.config().idefics3;
+  auto enc = std::make_unique<Idefics3Vision>();
+  w.set_component("vision");
+  enc->load(w, "model.vision_model.", c);
+  auto connector = std::make_unique<Idefics3Connector>();
+  w.set_component("projector");
+  connector->load(w, "model.connector.", c);
+  w.set_component("llm");
+  text.load(w, "model.text_model.", "lm_head.weight", c.text);
+  proc = std::make_unique<Idefics3Processor>(c, dir);
+  vis = std::move(enc);
+  conn = std::move(connector);
+}
+
 }  // namespace
 
 void Registry::build(Vlm& m, WeightLoader& w, bool full_vision_tower, const std::string& dir) {
@@ -73,6 +91,9 @@ void Registry::build(Vlm& m, WeightLoader& w, bool full_vision_tower, const std:
     case Architecture::Qwen2VL:
     case Architecture::Qwen2_5VL:
       build_qwen2_vl(m, w, dir, m.processor_, m.vision_, m.connector_, m.text_);
+      break;
+    case Architecture::Idefics3:
+      build_idefics3(m, w, dir, m.processor_, m.vision_, m.connector_, m.text_);
       break;
     case Architecture::Llama:
       w.set_component("llm");

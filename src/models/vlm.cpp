@@ -9,6 +9,7 @@
 
 #include "io/npy.h"
 #include "models/processor_clip.h"
+#include "models/idefics3.h"
 #include "models/processor_qwen2_vl.h"
 #include "models/vit_clip.h"
 
@@ -97,6 +98,7 @@ void Vlm::save_folder(const std::string& dir, const ModelConfig& cfg, const io::
   if (cfg.arch == Architecture::Llava) proc = std::make_unique<ClipProcessor>(cfg.llava, "");
   if (cfg.arch == Architecture::Qwen2VL || cfg.arch == Architecture::Qwen2_5VL)
     proc = std::make_unique<Qwen2VLProcessor>(cfg.qwen2_vl, "");
+  if (cfg.arch == Architecture::Idefics3) proc = std::make_unique<Idefics3Processor>(cfg.idefics3, "");
   if (proc)
     for (const auto& [name, content] : proc->config_files())
       io::write_file_atomic((fs::path(dir) / name).string(), content);

@@ -146,6 +146,11 @@ std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt, const st
       out.push_back(id);
       continue;
     }
+    // Idefics3 / SmolVLM wrap each image's tokens in tile and global-view markers, which this expansion does not
+    // write yet: refuse rather than give the model a prompt it was not trained on.
+    IRIS_CHECK(model_->config().arch != models::Architecture::Idefics3,
+               "expanding an image in an Idefics3 / SmolVLM prompt is not supported yet: give the expanded ids and "
+               "the pixel values to iris forward (--input-ids, --pixel-values, --pixel-attention-mask)");
     IRIS_CHECK(k < image_tokens.size() || (image_tokens.empty() && fixed > 0), "the prompt has more images (",
                k + 1, "+) than were given (", image_tokens.size(), ")");
     const int64_t n = image_tokens.empty() ? fixed : image_tokens[k];

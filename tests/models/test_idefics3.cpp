@@ -1,0 +1,106 @@
+// Idefics3 / SmolVLM as a whole model, loaded like any checkpoint folder, against the shared transformers case
+// (refcases/idefics3_s) and our plain-torch cases (tests/data/idefics3): from the saved pixel values and
+// pixel_attention_mask and the saved (expanded) input ids, logits at every position within 3e-4 and 8 greedy
+// tokens exact; the vision output spliced at the image tokens equals connector_output. Our processor on the
+// case's photos gives the same frames (tests/vision/test_idefics3_processor.cpp checks the values).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+
+#include "io/npy.h"
+#include "model_test_util.h"
+#include "models/vlm.h"
+#include "vision/image.h"
+
+using namespace iris;
+using test::greedy;
+using test::ids_of;
+using test::max_diff;
+
+namespace {
+
+std::vector<std::string> idefics3_model_cases() {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(IRIS_SOURCE_DIR) + "/tests/data/idefics3", ec))
+    if (e.is_directory() && std::filesystem::exists(e.path() / "config.json")) dirs.push_back(e.path().string());
+  std::sort(dirs.begin(), dirs.end());
+  dirs.insert(dirs.begin(), test::shared_dir() + "/refcases/idefics3_s");
+  return dirs;
+}
+
+}  // namespace
+
+class Idefics3Model : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Idefics3Model, MatchesReference) {
+  const std::string dir = GetParam();
+  auto m = models::Vlm::load(dir, {models::WeightPrecision::F32});
+  ASSERT_TRUE(m->has_vision());
+  EXPECT_TRUE(m->unused_tensors().empty()) << "unused tensors, first: " << m->unused_tensors().front();
+  std::vector<int32_t> ids = ids_of(io::load_npy(dir + "/input_ids.npy"));
+  Tensor ref_logits = io::load_npy(dir + "/logits.npy");
+  const int64_t S = ref_logits.dim(1), V = ref_logits.dim(2);
+  ASSERT_EQ(int64_t(ids.size()), S);
+  std::vector<models::ImageFeatures> feats;
+  double conn_diff = -1;
+  if (std::filesystem::exists(dir + "/pixel_values.npy")) {
+    std::vector<models::ImagePixels> px = m->processor().split_pixel_values(
+        io::load_npy(dir + "/pixel_values.npy"), io::load_npy(dir + "/pixel_attention_mask.npy"));
+    int64_t rows = 0;
+    for (const auto& p : px) {
+      feats.push_back(m->encode_image(p));
+      rows += feats.back().n_tokens();
+    }
+    Tensor ref_conn = io::load_npy(dir + "/connector_output.npy");
+    ASSERT_EQ(rows * m->text().hidden_size(), ref_conn.numel());
+    Tensor all = Tensor::empty({rows, m->text().hidden_size()});
+    int64_t r = 0;
+    for (const auto& f : feats) {
+      std::copy_n(f.embeddings.data<float>(), f.embeddings.numel(), all.data<float>() + r);
+      r += f.embeddings.numel();
+    }
+    conn_diff = max_diff(ref_conn, all.data<float>(), all.numel());
+    EXPECT_LE(conn_diff, 1e-4) << "image embeddings (connector output)";
+    // Our processor on the photos makes as many image tokens as the case's prompt holds.
+    int64_t made = 0;
+    for (int i = 0;; ++i) {
+      const std::string p = i == 0 && std::filesystem::exists(dir + "/photo_cat_451x300.png")
+                                ? dir + "/photo_cat_451x300.png"
+                                : dir + "/image" + std::to_string(i) + ".png";
+      if (!std::filesystem::exists(p)) break;
+      made += m->processor().tokens_for(m->processor().process(vision::load_image(p)));
+      if (p.find("photo_cat") != std::string::npos) break;
+    }
+    EXPECT_EQ(made, int64_t(std::count(ids.begin(), ids.end(), m->image_token_id())));
+  }
+  models::PromptInput in = m->prepare_prompt(ids, feats);
+  nn::KVCache cache = m->text().make_cache(S + 16);
+  std::vector<float> logits(size_t(S * V));
+  m->text().forward(in.embeddings.data<float>(), S, in.positions, cache, logits.data(), true);
+  const double logit_diff = max_diff(ref_logits, logits.data(), S * V);
+  EXPECT_LE(logit_diff, 3e-4) << "logits";
+  Tensor ref_gen = io::load_npy(dir + "/generated_ids.npy");
+  std::vector<float> last(logits.end() - V, logits.end());
+  EXPECT_EQ(greedy(m->text(), cache, last, int(ref_gen.numel()), in.next_position), ids_of(ref_gen));
+  std::cout << "[idefics3] " << std::filesystem::path(dir).filename().string() << ": logits max|diff| " << logit_diff
+            << ", connector " << conn_diff << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(Folders, Idefics3Model, ::testing::ValuesIn(idefics3_model_cases()),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           return std::filesystem::path(i.param).filename().string();
+                         });
+
+// What is not supported yet says so: training, and expanding an image in a text prompt (the engine refuses).
+TEST(Idefics3Model, UnsupportedPathsAreClearErrors) {
+  auto m = models::Vlm::load(test::shared_dir() + "/refcases/idefics3_s", {models::WeightPrecision::F32});
+  std::vector<models::ImagePixels> px = m->processor().split_pixel_values(
+      io::load_npy(test::shared_dir() + "/refcases/idefics3_s/pixel_values.npy"), Tensor());
+  std::unique_ptr<models::PartActs> acts;
+  EXPECT_THROW(m->vision().forward_train(px[0], acts, false), Error);
+  EXPECT_THROW(m->processor().split_pixel_values(Tensor::zeros({1, 2, 3, 84, 84}), Tensor()), Error);
+  EXPECT_THROW(m->processor().split_pixel_values(Tensor::zeros({3, 84, 84}), Tensor()), Error);
+}
