@@ -125,6 +125,23 @@ std::vector<ImagePixels> Idefics3Processor::split_pixel_values(const Tensor& pv_
 
 int64_t Idefics3Processor::tokens_for(const ImagePixels& px) const { return px.values.dim(0) * image_seq_len_; }
 
+std::string Idefics3Processor::expand_image(const ImagePixels& px) const {
+  std::string run;
+  for (int64_t i = 0; i < image_seq_len_; ++i) run += "<image>";
+  const std::string fake = "<fake_token_around_image>";
+  const std::string global = fake + "<global-img>" + run + fake;
+  if (px.grid_h == 0 || px.grid_w == 0) return global;
+  IRIS_CHECK(px.values.dim(0) == px.grid_h * px.grid_w + 1, "Idefics3: ", px.values.dim(0), " frames for a ",
+             px.grid_h, "x", px.grid_w, " tile grid and its global view");
+  std::string s;
+  for (int64_t r = 1; r <= px.grid_h; ++r) {
+    for (int64_t c = 1; c <= px.grid_w; ++c)
+      s += fake + "<row_" + std::to_string(r) + "_col_" + std::to_string(c) + ">" + run;
+    s += "\n";
+  }
+  return s + "\n" + global;
+}
+
 std::string Idefics3Processor::default_chat_template() const {
   // SmolVLM / Idefics3's conversation: "<|im_start|>User:<image>text<end_of_utterance>\nAssistant:".
   return "<|im_start|>{% for message in messages %}"

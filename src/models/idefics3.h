@@ -28,6 +28,10 @@ class Idefics3Processor : public ImageProcessor {
   std::vector<ImagePixels> split_pixel_values(const Tensor& pixel_values, const Tensor& pixel_mask) const override;
   std::vector<std::pair<std::string, Tensor>> extra_outputs(const std::vector<ImagePixels>& images) const override;
   int64_t tokens_for(const ImagePixels& px) const override;
+  // Idefics3Processor's prompt: per tile "<fake_token_around_image><row_r_col_c>" + image_seq_len "<image>", "\n"
+  // after each row, then "\n<fake_token_around_image><global-img>" + image_seq_len "<image>" +
+  // "<fake_token_around_image>"; an unsplit image is only the global part, without the leading "\n".
+  std::string expand_image(const ImagePixels& px) const override;
   std::string image_token() const override { return "<image>"; }
   int32_t image_token_id() const override { return cfg_.image_token_id; }
   std::string image_placeholder() const override { return "<image>"; }

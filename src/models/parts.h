@@ -67,6 +67,14 @@ class ImageProcessor {
   }
   // Image tokens one processed image becomes in the prompt.
   virtual int64_t tokens_for(const ImagePixels& px) const = 0;
+  // The text that stands for one processed image after expansion, as the family's Hugging Face processor writes
+  // it into the prompt: the image token repeated tokens_for times (LLaVA, Qwen2-VL's pad tokens), or wrapped in
+  // the family's markers (Idefics3: tiles with <row_r_col_c>, the global view).
+  virtual std::string expand_image(const ImagePixels& px) const {
+    std::string s;
+    for (int64_t i = 0, n = tokens_for(px); i < n; ++i) s += image_token();
+    return s;
+  }
   // The same for every image (LLaVA), or 0 when it depends on the image's size (Qwen2-VL).
   virtual int64_t fixed_tokens() const { return 0; }
   // The token that stands for an image in the text (repeated tokens_for times in the ids), its id.

@@ -6,9 +6,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <iostream>
 
+#include "io/file.h"
 #include "io/npy.h"
 #include "model_test_util.h"
 #include "models/vlm.h"
@@ -103,4 +105,60 @@ TEST(Idefics3Model, UnsupportedPathsAreClearErrors) {
   EXPECT_THROW(m->vision().forward_train(px[0], acts, false), Error);
   EXPECT_THROW(m->processor().split_pixel_values(Tensor::zeros({1, 2, 3, 84, 84}), Tensor()), Error);
   EXPECT_THROW(m->processor().split_pixel_values(Tensor::zeros({3, 84, 84}), Tensor()), Error);
+}
+
+namespace {
+
+// The refcases' toy tokenizer: the case's special strings to their ids, "\n" to 300, "w<id>" to <id>, spaces
+// dropped, BOS 1 first.
+std::vector<int32_t> toy_tokenize(const std::string& text, const nlohmann::json& specials) {
+  std::vector<int32_t> ids{1};
+  size_t i = 0;
+  while (i < text.size()) {
+    if (text[i] == ' ') {
+      ++i;
+    } else if (text[i] == '\n') {
+      ids.push_back(300);
+      ++i;
+    } else if (text[i] == '<') {
+      const size_t e = text.find('>', i);
+      const std::string tok = text.substr(i, e + 1 - i);
+      EXPECT_TRUE(specials.contains(tok)) << tok;
+      ids.push_back(specials.value(tok, -1));
+      i = e + 1;
+    } else {
+      EXPECT_EQ(text[i], 'w');
+      size_t e = i + 1;
+      while (e < text.size() && std::isdigit(static_cast<unsigned char>(text[e]))) ++e;
+      ids.push_back(int32_t(std::stoi(text.substr(i + 1, e - i - 1))));
+      i = e;
+    }
+  }
+  return ids;
+}
+
+}  // namespace
+
+// The prompt expansion of each image (tiles with <row_r_col_c>, newlines, the global view; unsplit images), from
+// our processor on the case's photos, gives exactly the case's input ids once tokenized like the case was.
+TEST_P(Idefics3Model, PromptExpansionMatchesTheProcessor) {
+  const std::string dir = GetParam();
+  nlohmann::json meta = io::read_json_file(dir + "/meta.json");
+  if (!meta.contains("notes") || !meta["notes"].contains("processor")) GTEST_SKIP() << "no processor prompt";
+  const nlohmann::json& p = meta["notes"]["processor"];
+  auto m = models::Vlm::load(dir, {models::WeightPrecision::F32});
+  std::vector<std::string> photos;
+  if (std::filesystem::exists(dir + "/photo_cat_451x300.png")) photos.push_back(dir + "/photo_cat_451x300.png");
+  for (int i = 0; std::filesystem::exists(dir + "/image" + std::to_string(i) + ".png"); ++i)
+    photos.push_back(dir + "/image" + std::to_string(i) + ".png");
+  std::string text = p["prompt_text_before_expansion"], expanded;
+  size_t k = 0, pos = 0;
+  for (size_t at; (at = text.find("<image>", pos)) != std::string::npos; pos = at + 7) {
+    ASSERT_LT(k, photos.size());
+    expanded += text.substr(pos, at - pos) + m->processor().expand_image(m->processor().process(
+                                                 vision::load_image(photos[k++])));
+  }
+  expanded += text.substr(pos);
+  EXPECT_EQ(k, photos.size());
+  EXPECT_EQ(toy_tokenize(expanded, p["specials"]), ids_of(io::load_npy(dir + "/input_ids.npy")));
 }
