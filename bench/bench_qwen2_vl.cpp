@@ -53,20 +53,7 @@ static double matmul_seconds(int64_t M, int64_t N, int64_t K, cpu::MatmulPrecisi
 
 // Matmul GFLOP/s of an (M, K) x (K, N) product in the given precision, best of 3.
 static double matmul_gflops(int64_t M, int64_t N, int64_t K, cpu::MatmulPrecision prec) {
-  Tensor w = Tensor::empty({N, K});
-  std::mt19937 g(1);
-  std::normal_distribution<float> d(0.0f, 0.02f);
-  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = d(g);
-  cpu::LinearWeight lw(w, prec);
-  std::vector<float> x(size_t(M * K), 0.5f), y(size_t(M * N));
-  lw.forward(x.data(), M, K, y.data(), N);
-  double best = 1e30;
-  for (int r = 0; r < 3; ++r) {
-    auto t0 = Clock::now();
-    lw.forward(x.data(), M, K, y.data(), N);
-    best = std::min(best, secs(t0));
-  }
-  return 2.0 * double(M) * double(N) * double(K) / best / 1e9;
+  return 2.0 * double(M) * double(N) * double(K) / matmul_seconds(M, N, K, prec, 3) / 1e9;
 }
 
 // A photo-like test image: smooth gradients and a few discs (the content does not change the cost).

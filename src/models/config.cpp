@@ -28,9 +28,11 @@ void check_positive(const char* what, long v) { IRIS_CHECK(v > 0, "config: ", wh
 
 }  // namespace
 
-ClipVisionConfig ClipVisionConfig::from_json(const json& j) {
-  ClipVisionConfig c;
-  IRIS_CHECK(j.is_object(), "vision_config must be an object");
+namespace {
+
+// The fields CLIP's and SigLIP's vision configs share (the same names in Hugging Face's classes).
+template <typename C>
+void read_vit_fields(const json& j, C& c) {
   get_opt(j, "hidden_size", c.hidden_size);
   get_opt(j, "intermediate_size", c.intermediate_size);
   get_opt(j, "num_hidden_layers", c.num_hidden_layers);
@@ -40,6 +42,38 @@ ClipVisionConfig ClipVisionConfig::from_json(const json& j) {
   get_opt(j, "patch_size", c.patch_size);
   get_opt(j, "hidden_act", c.hidden_act);
   get_opt(j, "layer_norm_eps", c.layer_norm_eps);
+}
+
+template <typename C>
+void validate_vit_fields(const C& c) {
+  check_positive("vision hidden_size", c.hidden_size);
+  check_positive("vision intermediate_size", c.intermediate_size);
+  check_positive("vision num_hidden_layers", c.num_hidden_layers);
+  check_positive("vision num_attention_heads", c.num_attention_heads);
+  check_positive("vision num_channels", c.num_channels);
+  check_positive("vision image_size", c.image_size);
+  check_positive("vision patch_size", c.patch_size);
+  IRIS_CHECK(c.hidden_size % c.num_attention_heads == 0, "vision hidden_size ", c.hidden_size,
+             " is not divisible by num_attention_heads ", c.num_attention_heads);
+  IRIS_CHECK(c.image_size % c.patch_size == 0, "vision image_size ", c.image_size,
+             " is not a multiple of patch_size ", c.patch_size);
+}
+
+template <typename C>
+json vit_fields_json(const C& c, const std::string& model_type) {
+  return json{{"model_type", model_type},           {"hidden_size", c.hidden_size},
+              {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_hidden_layers},
+              {"num_attention_heads", c.num_attention_heads}, {"num_channels", c.num_channels},
+              {"image_size", c.image_size},             {"patch_size", c.patch_size},
+              {"hidden_act", c.hidden_act},             {"layer_norm_eps", c.layer_norm_eps}};
+}
+
+}  // namespace
+
+ClipVisionConfig ClipVisionConfig::from_json(const json& j) {
+  ClipVisionConfig c;
+  IRIS_CHECK(j.is_object(), "vision_config must be an object");
+  read_vit_fields(j, c);
   if (j.contains("model_type") && j["model_type"].is_string()) {
     std::string mt = j["model_type"];
     IRIS_CHECK(mt == "clip_vision_model" || mt == "clip", "vision_config model_type '", mt,
@@ -50,64 +84,28 @@ ClipVisionConfig ClipVisionConfig::from_json(const json& j) {
 }
 
 void ClipVisionConfig::validate() const {
-  check_positive("vision hidden_size", hidden_size);
-  check_positive("vision intermediate_size", intermediate_size);
-  check_positive("vision num_hidden_layers", num_hidden_layers);
-  check_positive("vision num_attention_heads", num_attention_heads);
-  check_positive("vision num_channels", num_channels);
-  check_positive("vision image_size", image_size);
-  check_positive("vision patch_size", patch_size);
-  IRIS_CHECK(hidden_size % num_attention_heads == 0, "vision hidden_size ", hidden_size,
-             " is not divisible by num_attention_heads ", num_attention_heads);
-  IRIS_CHECK(image_size % patch_size == 0, "vision image_size ", image_size, " is not a multiple of patch_size ",
-             patch_size);
+  validate_vit_fields(*this);
 }
 
 SiglipVisionConfig SiglipVisionConfig::from_json(const json& j) {
   SiglipVisionConfig c;
   IRIS_CHECK(j.is_object(), "vision_config must be an object");
-  get_opt(j, "hidden_size", c.hidden_size);
-  get_opt(j, "intermediate_size", c.intermediate_size);
-  get_opt(j, "num_hidden_layers", c.num_hidden_layers);
-  get_opt(j, "num_attention_heads", c.num_attention_heads);
-  get_opt(j, "num_channels", c.num_channels);
-  get_opt(j, "image_size", c.image_size);
-  get_opt(j, "patch_size", c.patch_size);
-  get_opt(j, "hidden_act", c.hidden_act);
-  get_opt(j, "layer_norm_eps", c.layer_norm_eps);
+  read_vit_fields(j, c);
   get_opt(j, "model_type", c.model_type);
   c.validate();
   return c;
 }
 
 void SiglipVisionConfig::validate() const {
-  check_positive("vision hidden_size", hidden_size);
-  check_positive("vision intermediate_size", intermediate_size);
-  check_positive("vision num_hidden_layers", num_hidden_layers);
-  check_positive("vision num_attention_heads", num_attention_heads);
-  check_positive("vision num_channels", num_channels);
-  check_positive("vision image_size", image_size);
-  check_positive("vision patch_size", patch_size);
-  IRIS_CHECK(hidden_size % num_attention_heads == 0, "vision hidden_size ", hidden_size,
-             " is not divisible by num_attention_heads ", num_attention_heads);
-  IRIS_CHECK(image_size % patch_size == 0, "vision image_size ", image_size, " is not a multiple of patch_size ",
-             patch_size);
+  validate_vit_fields(*this);
 }
 
 json SiglipVisionConfig::to_json() const {
-  return json{{"model_type", model_type},           {"hidden_size", hidden_size},
-              {"intermediate_size", intermediate_size}, {"num_hidden_layers", num_hidden_layers},
-              {"num_attention_heads", num_attention_heads}, {"num_channels", num_channels},
-              {"image_size", image_size},             {"patch_size", patch_size},
-              {"hidden_act", hidden_act},             {"layer_norm_eps", layer_norm_eps}};
+  return vit_fields_json(*this, model_type);
 }
 
 json ClipVisionConfig::to_json() const {
-  return json{{"model_type", "clip_vision_model"},   {"hidden_size", hidden_size},
-              {"intermediate_size", intermediate_size}, {"num_hidden_layers", num_hidden_layers},
-              {"num_attention_heads", num_attention_heads}, {"num_channels", num_channels},
-              {"image_size", image_size},             {"patch_size", patch_size},
-              {"hidden_act", hidden_act},             {"layer_norm_eps", layer_norm_eps}};
+  return vit_fields_json(*this, "clip_vision_model");
 }
 
 LlamaConfig LlamaConfig::from_json(const json& j) {

@@ -63,18 +63,8 @@ void ClipVision::load(WeightLoader& w, const std::string& prefix, const ClipVisi
   for (int il = 0; il < n_layers; ++il) {
     // Layers past the ones the model uses are loaded and saved but neither train nor take adapters.
     if (il == used_layers) w.set_component("");
-    const std::string l = prefix + "encoder.layers." + std::to_string(il) + ".";
-    nn::ViTBlock& b = layers_[size_t(il)];
-    w.layernorm(b.ln1, l + "layer_norm1", D, cfg.layer_norm_eps);
-    w.layernorm(b.ln2, l + "layer_norm2", D, cfg.layer_norm_eps);
-    w.linear(b.q, l + "self_attn.q_proj", D, D, true);
-    w.linear(b.k, l + "self_attn.k_proj", D, D, true);
-    w.linear(b.v, l + "self_attn.v_proj", D, D, true);
-    w.linear(b.o, l + "self_attn.out_proj", D, D, true);
-    w.linear(b.fc1, l + "mlp.fc1", I, D, true);
-    w.linear(b.fc2, l + "mlp.fc2", D, I, true);
-    b.act = act;
-    b.n_head = cfg.num_attention_heads;
+    load_vit_block(w, layers_[size_t(il)], prefix + "encoder.layers." + std::to_string(il) + ".", D, I,
+                   cfg.layer_norm_eps, act, cfg.num_attention_heads);
   }
   w.set_component("");  // LLaVA never runs post_layernorm
   if (with_post_layernorm) w.layernorm(post_ln_, prefix + "post_layernorm", D, cfg.layer_norm_eps);

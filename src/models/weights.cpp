@@ -83,4 +83,18 @@ std::vector<std::string> WeightLoader::unused(const std::string& prefix) const {
   return r;
 }
 
+void load_vit_block(WeightLoader& w, nn::ViTBlock& b, const std::string& l, int64_t D, int64_t I, float eps,
+                    ops::Activation act, int n_head) {
+  w.layernorm(b.ln1, l + "layer_norm1", D, eps);
+  w.layernorm(b.ln2, l + "layer_norm2", D, eps);
+  w.linear(b.q, l + "self_attn.q_proj", D, D, true);
+  w.linear(b.k, l + "self_attn.k_proj", D, D, true);
+  w.linear(b.v, l + "self_attn.v_proj", D, D, true);
+  w.linear(b.o, l + "self_attn.out_proj", D, D, true);
+  w.linear(b.fc1, l + "mlp.fc1", I, D, true);
+  w.linear(b.fc2, l + "mlp.fc2", D, I, true);
+  b.act = act;
+  b.n_head = n_head;
+}
+
 }  // namespace iris::models

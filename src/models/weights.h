@@ -12,6 +12,7 @@
 #include <string>
 
 #include "io/safetensors.h"
+#include "nn/blocks.h"
 #include "nn/layers.h"
 
 namespace iris::models {
@@ -89,5 +90,10 @@ class WeightLoader {
   std::string component_ = "llm";
   SlotRecord record_;
 };
+
+// One pre-LN encoder layer with Hugging Face's CLIP / SigLIP names under prefix l ("...encoder.layers.N."):
+// layer_norm1/2, self_attn.{q,k,v,out}_proj, mlp.fc1/fc2, all with biases.
+void load_vit_block(WeightLoader& w, nn::ViTBlock& b, const std::string& l, int64_t D, int64_t I, float eps,
+                    ops::Activation act, int n_head);
 
 }  // namespace iris::models
