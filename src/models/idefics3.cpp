@@ -142,6 +142,13 @@ std::string Idefics3Processor::expand_image(const ImagePixels& px) const {
   return s + "\n" + global;
 }
 
+std::vector<std::string> Idefics3Processor::marker_tokens(const ImagePixels& px) const {
+  std::vector<std::string> m{"<fake_token_around_image>", "<global-img>"};
+  for (int64_t r = 1; r <= px.grid_h; ++r)
+    for (int64_t c = 1; c <= px.grid_w; ++c) m.push_back("<row_" + std::to_string(r) + "_col_" + std::to_string(c) + ">");
+  return m;
+}
+
 std::string Idefics3Processor::default_chat_template() const {
   // SmolVLM / Idefics3's conversation: "<|im_start|>User:<image>text<end_of_utterance>\nAssistant:".
   return "<|im_start|>{% for message in messages %}"

@@ -32,6 +32,8 @@ class Idefics3Processor : public ImageProcessor {
   // after each row, then "\n<fake_token_around_image><global-img>" + image_seq_len "<image>" +
   // "<fake_token_around_image>"; an unsplit image is only the global part, without the leading "\n".
   std::string expand_image(const ImagePixels& px) const override;
+  bool expands_with_markers() const override { return true; }
+  std::vector<std::string> marker_tokens(const ImagePixels& px) const override;
   std::string image_token() const override { return "<image>"; }
   int32_t image_token_id() const override { return cfg_.image_token_id; }
   std::string image_placeholder() const override { return "<image>"; }

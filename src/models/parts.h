@@ -75,6 +75,10 @@ class ImageProcessor {
     for (int64_t i = 0, n = tokens_for(px); i < n; ++i) s += image_token();
     return s;
   }
+  // Whether expand_image writes more than the image token (then prompts are expanded as text, before tokenizing,
+  // and each of marker_tokens must be one token of the tokenizer).
+  virtual bool expands_with_markers() const { return false; }
+  virtual std::vector<std::string> marker_tokens(const ImagePixels& px) const { return {}; }
   // The same for every image (LLaVA), or 0 when it depends on the image's size (Qwen2-VL).
   virtual int64_t fixed_tokens() const { return 0; }
   // The token that stands for an image in the text (repeated tokens_for times in the ids), its id.

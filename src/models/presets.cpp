@@ -52,9 +52,40 @@ ModelConfig qwen2_vl_preset(const std::string& name) {
   return m;
 }
 
+// Idefics3 / SmolVLM for tests: a Llama-3 vocabulary (128256 tokens) with Idefics3's added tokens after it
+// (<fake_token_around_image> 128256, <image> 128257, <global-img> 128258, <row_1_col_1> .. <row_6_col_6>
+// 128259-128294, <end_of_utterance> 128295; eos Llama-3's <|eot_id|>), a 64-pixel tile of 4x4 patches (4 image tokens per frame after the
+// 2x2 pixel shuffle) and tiny widths.
+ModelConfig smolvlm_tiny_preset() {
+  ModelConfig m;
+  m.arch = Architecture::Idefics3;
+  Idefics3Config& c = m.idefics3;
+  c.smolvlm = true;
+  c.scale_factor = 2;
+  c.image_token_id = 128257;
+  SiglipVisionConfig& v = c.vision;
+  v.model_type = "smolvlm_vision";
+  v.hidden_size = 32, v.intermediate_size = 64, v.num_hidden_layers = 2, v.num_attention_heads = 2;
+  v.image_size = 64, v.patch_size = 16;
+  LlamaConfig& t = c.text;
+  t.vocab_size = 128320;
+  t.hidden_size = 32, t.intermediate_size = 64, t.num_hidden_layers = 2, t.num_attention_heads = 2;
+  t.num_key_value_heads = 1;
+  t.head_dim = 16;
+  t.max_position_embeddings = 4096;
+  t.rms_norm_eps = 1e-5f;
+  t.rope_theta = 100000.0;
+  t.bos_token_id = 128000;
+  t.eos_token_ids = {128009};  // <|eot_id|> (the real SmolVLM stops at <end_of_utterance>, an added token)
+  t.validate();
+  v.validate();
+  return m;
+}
+
 }  // namespace
 
 ModelConfig preset(const std::string& name) {
+  if (name == "smolvlm-tiny") return smolvlm_tiny_preset();
   if (name == "qwen2-vl-tiny" || name == "qwen2-vl-2b" || name == "qwen2.5-vl-3b") return qwen2_vl_preset(name);
   ModelConfig m;
   m.arch = Architecture::Llava;

@@ -146,11 +146,10 @@ std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt, const st
       out.push_back(id);
       continue;
     }
-    // Idefics3 / SmolVLM wrap each image's tokens in tile and global-view markers, which this expansion does not
-    // write yet: refuse rather than give the model a prompt it was not trained on.
-    IRIS_CHECK(model_->config().arch != models::Architecture::Idefics3,
-               "expanding an image in an Idefics3 / SmolVLM prompt is not supported yet: give the expanded ids and "
-               "the pixel values to iris forward (--input-ids, --pixel-values, --pixel-attention-mask)");
+    // Families whose images expand into markers (Idefics3's tiles) need the images themselves (the overload
+    // below), not just their token counts.
+    IRIS_CHECK(!model_->processor().expands_with_markers(), "this model's image prompts depend on each image's ",
+               "tiles: expand them from the processed images");
     IRIS_CHECK(k < image_tokens.size() || (image_tokens.empty() && fixed > 0), "the prompt has more images (",
                k + 1, "+) than were given (", image_tokens.size(), ")");
     const int64_t n = image_tokens.empty() ? fixed : image_tokens[k];
@@ -164,6 +163,31 @@ std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt, const st
 
 std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt,
                                              const std::vector<models::ImagePixels>& images) const {
+  if (model_->has_vision() && model_->processor().expands_with_markers()) {
+    // As the Hugging Face processor does: each image token in the text becomes the image's expansion (markers and
+    // image tokens), then the whole text is tokenized.
+    const models::ImageProcessor& p = model_->processor();
+    const text::Tokenizer& tok = tokenizer();
+    const std::string token = p.image_token();
+    std::string text;
+    size_t pos = 0, k = 0;
+    int64_t want = 0;
+    for (size_t at; (at = prompt.find(token, pos)) != std::string::npos; pos = at + token.size(), ++k) {
+      IRIS_CHECK(k < images.size(), "the prompt has more images (", k + 1, "+) than were given (", images.size(), ")");
+      for (const std::string& m : p.marker_tokens(images[k]))
+        IRIS_CHECK(tok.token_to_id(m).has_value(), "the tokenizer has no ", m, " token, which ",
+                   model_->config().architecture_name(), " image prompts need");
+      text += prompt.substr(pos, at - pos) + p.expand_image(images[k]);
+      want += p.tokens_for(images[k]);
+    }
+    text += prompt.substr(pos);
+    IRIS_CHECK(k == images.size(), "the prompt has ", k, " image(s) but ", images.size(), " were given");
+    const bool add_special = tok.bos_token().empty() || text.compare(0, tok.bos_token().size(), tok.bos_token()) != 0;
+    std::vector<int32_t> ids = tok.encode(text, add_special);
+    IRIS_CHECK(std::count(ids.begin(), ids.end(), image_token_) == want, "the expanded prompt has ",
+               std::count(ids.begin(), ids.end(), image_token_), " image tokens, the images need ", want);
+    return ids;
+  }
   std::vector<int64_t> counts;
   for (const auto& px : images) counts.push_back(model_->processor().tokens_for(px));
   return tokenize_prompt(prompt, counts);

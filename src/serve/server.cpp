@@ -354,9 +354,15 @@ runtime::Request Server::Impl::prepare(const ChatRequest& c, int64_t& prompt_tok
   const bool counts_known = !engine.model().has_vision() || engine.model().processor().fixed_tokens() > 0;
   if (!counts_known) load_images();
   try {
-    std::vector<int64_t> counts;
-    for (const auto& im : r.images) counts.push_back(engine.model().processor().tokens_for(im.pixels));
-    r.prompt = engine.tokenize_prompt(text, counts);
+    if (engine.model().has_vision() && engine.model().processor().expands_with_markers()) {
+      std::vector<models::ImagePixels> px;
+      for (const auto& im : r.images) px.push_back(im.pixels);
+      r.prompt = engine.tokenize_prompt(text, px);
+    } else {
+      std::vector<int64_t> counts;
+      for (const auto& im : r.images) counts.push_back(engine.model().processor().tokens_for(im.pixels));
+      r.prompt = engine.tokenize_prompt(text, counts);
+    }
   } catch (const Error& e) {
     throw HttpError(400, std::string("Could not build the prompt from these messages: ") + e.what(),
                     "messages");

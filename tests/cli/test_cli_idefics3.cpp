@@ -3,10 +3,13 @@
 // transformers case refcases/idefics3_s.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "cli/cli_util.h"
 #include "test_checks.h"
+#include "io/file.h"
 #include "io/npy.h"
 #include "test_util.h"
 
@@ -52,4 +55,63 @@ TEST(CliIdefics3, ForwardFromPhotoAndFromPixelValues) {
                            &log),
             1)
       << log;
+}
+
+// A SmolVLM-shaped model made by init-model (preset smolvlm-tiny, the Llama-3 tokenizer with Idefics3's added
+// tokens): `iris forward -p` expands the image as the Hugging Face processor does (451x300 photo -> 256x170 ->
+// 256x192: 3 rows x 4 tiles of 64 + the global view, 4 image tokens each, <row_r_col_c> before each tile), and
+// `iris run` answers; a tokenizer without the markers is a clear error.
+TEST(CliIdefics3, RunExpandsTheImagePrompt) {
+  const std::string dir = test::temp_dir() + "/smolvlm-cli", model = dir + "/model", out = dir + "/out";
+  std::string log;
+  ASSERT_EQ(test::run_iris("init-model --preset smolvlm-tiny --seed 5 --std 0.1 --tokenizer " + test::shared_dir() +
+                               "/tokenizers/llama3 --out " + model,
+                           &log),
+            0)
+      << log;
+  // The Llama-3 tokenizer's chat template knows no images: use the processor's default (SmolVLM's) instead.
+  nlohmann::json tc = io::read_json_file(model + "/tokenizer_config.json");
+  tc.erase("chat_template");
+  io::write_file_atomic(model + "/tokenizer_config.json", tc.dump(2));
+  const std::string photo = test::shared_dir() + "/refcases/idefics3_s/photo_cat_451x300.png";
+  // Without the markers in the tokenizer: a one-line error.
+  EXPECT_EQ(test::run_iris("forward -m " + model + " --image " + photo + " -p 'What is it?' -t 1", &log), 1) << log;
+  EXPECT_NE(log.find("<fake_token_around_image>"), std::string::npos) << log;
+  // Idefics3's added tokens, as SmolVLM's tokenizer has them.
+  nlohmann::json tj = io::read_json_file(model + "/tokenizer.json");
+  std::vector<std::string> added{"<fake_token_around_image>", "<image>", "<global-img>"};
+  for (int r = 1; r <= 6; ++r)
+    for (int c = 1; c <= 6; ++c) added.push_back("<row_" + std::to_string(r) + "_col_" + std::to_string(c) + ">");
+  added.push_back("<end_of_utterance>");
+  for (size_t i = 0; i < added.size(); ++i)
+    tj["added_tokens"].push_back({{"id", 128256 + int(i)}, {"content", added[i]}, {"single_word", false},
+                                  {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}});
+  io::write_file_atomic(model + "/tokenizer.json", tj.dump());
+
+  ASSERT_EQ(test::run_iris("forward -m " + model + " --image " + photo + " -p 'What is it?' --save-processor-outputs " +
+                               out + " -t 1",
+                           &log),
+            0)
+      << log;
+  Tensor ids = io::load_npy(out + "/input_ids.npy").to(DType::I64);
+  std::vector<int64_t> v(ids.data<int64_t>(), ids.data<int64_t>() + ids.numel());
+  EXPECT_EQ(std::count(v.begin(), v.end(), 128257), 13 * 4) << "image tokens: 12 tiles + the global view, 4 each";
+  EXPECT_EQ(std::count(v.begin(), v.end(), 128256), 12 + 2) << "<fake_token_around_image>";
+  EXPECT_EQ(std::count(v.begin(), v.end(), 128258), 1) << "<global-img>";
+  // The tiles in row-major order: <row_1_col_1> .. <row_3_col_4>, each followed by its 4 image tokens.
+  std::vector<int64_t> rows;
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] >= 128259 && v[i] < 128295) {
+      rows.push_back(v[i]);
+      ASSERT_LT(i + 4, v.size());
+      for (int k = 1; k <= 4; ++k) EXPECT_EQ(v[i + size_t(k)], 128257);
+    }
+  std::vector<int64_t> want;
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 4; ++c) want.push_back(128259 + r * 6 + c);
+  EXPECT_EQ(rows, want);
+  Tensor pv = io::load_npy(out + "/pixel_values.npy");
+  EXPECT_EQ(pv.shape(), (Shape{1, 13, 3, 64, 64}));
+
+  ASSERT_EQ(test::run_iris("run -m " + model + " --image " + photo + " -p 'What is it?' -n 4 -t 1", &log), 0) << log;
 }
