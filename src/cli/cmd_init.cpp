@@ -18,7 +18,7 @@ Runner add_init(CLI::App& app) {
     float std = 0.02f, vision_positions_scale = 1.0f;
   };
   auto o = std::make_shared<Opts>();
-  app.add_option("--preset", o->preset, "tiny-llava, llava-1.5-0.5b, iris-shapes, qwen2-vl-tiny, qwen2-vl-2b, qwen2.5-vl-3b or smolvlm-tiny (ignored with --config)");
+  app.add_option("--preset", o->preset, "tiny-llava, llava-1.5-0.5b, iris-shapes, qwen2-vl-tiny, qwen2-vl-2b, qwen2.5-vl-3b, smolvlm-tiny or smolvlm-256m (ignored with --config)");
   app.add_option("--config", o->config, "a config.json to initialise instead of a preset");
   app.add_option("--tokenizer", o->tokenizer, "folder with tokenizer.json (and tokenizer_config.json) to copy in");
   app.add_option("--out", o->out, "output folder")->required();

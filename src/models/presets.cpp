@@ -82,10 +82,39 @@ ModelConfig smolvlm_tiny_preset() {
   return m;
 }
 
+// SmolVLM-256M-Instruct's shapes (random weights, benchmarks): SigLIP base patch-16 at 512 px (768 wide, 12
+// layers), pixel shuffle by 4 (64 image tokens per 512-px tile), SmolLM2-135M (576 wide, 30 layers, 9 heads / 3 kv
+// heads of 64, MLP 1536, vocabulary 49280), image token 49190.
+ModelConfig smolvlm_256m_preset() {
+  ModelConfig m;
+  m.arch = Architecture::Idefics3;
+  Idefics3Config& c = m.idefics3;
+  c.scale_factor = 4;
+  c.image_token_id = 49190;
+  SiglipVisionConfig& v = c.vision;
+  v.model_type = "idefics3_vision";
+  v.hidden_size = 768, v.intermediate_size = 3072, v.num_hidden_layers = 12, v.num_attention_heads = 12;
+  v.image_size = 512, v.patch_size = 16;
+  LlamaConfig& t = c.text;
+  t.vocab_size = 49280;
+  t.hidden_size = 576, t.intermediate_size = 1536, t.num_hidden_layers = 30, t.num_attention_heads = 9;
+  t.num_key_value_heads = 3;
+  t.head_dim = 64;
+  t.max_position_embeddings = 8192;
+  t.rms_norm_eps = 1e-5f;
+  t.rope_theta = 100000.0;
+  t.bos_token_id = 1;
+  t.eos_token_ids = {2};
+  t.validate();
+  v.validate();
+  return m;
+}
+
 }  // namespace
 
 ModelConfig preset(const std::string& name) {
   if (name == "smolvlm-tiny") return smolvlm_tiny_preset();
+  if (name == "smolvlm-256m") return smolvlm_256m_preset();
   if (name == "qwen2-vl-tiny" || name == "qwen2-vl-2b" || name == "qwen2.5-vl-3b") return qwen2_vl_preset(name);
   ModelConfig m;
   m.arch = Architecture::Llava;

@@ -12,7 +12,10 @@ namespace iris::vision {
 
 namespace {
 
-constexpr int64_t kMaxImageSizeBound = 1820;  // get_resize_output_image_size's max_image_size
+// get_resize_output_image_size's max_image_size: 1820 in transformers 4.47, 4096 from the release that added
+// SmolVLM-256M / 500M, whose preprocessor_config.json asks for a longest edge of 2048 (which 4.47 refuses). Below
+// 1820 the two agree.
+constexpr int64_t kMaxImageSizeBound = 4096;
 
 int64_t int_of(const nlohmann::json& v, const char* what) {
   IRIS_CHECK(v.is_number_integer() || (v.is_number() && v.get<double>() == std::floor(v.get<double>())),

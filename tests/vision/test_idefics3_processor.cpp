@@ -117,7 +117,12 @@ TEST(Idefics3Geometry, EdgeSizes) {
   EXPECT_EQ(g.rows, 2);
   EXPECT_EQ(g.cols, 3);
   EXPECT_EQ(g.frames.size(), 7u);
-  c.longest_edge = 2000;
+  c.longest_edge = 2048;  // SmolVLM-256M's setting: allowed (transformers >= the release that added it)
+  c.tile = 512;
+  g = vision::idefics3_geometry(1536, 2048, c);
+  EXPECT_EQ(g.rows, 3);
+  EXPECT_EQ(g.cols, 4);
+  c.longest_edge = 5000;
   EXPECT_THROW(vision::idefics3_geometry(100, 100, c), Error);
   nlohmann::json bad = {{"image_processor_type", "CLIPImageProcessor"}};
   EXPECT_THROW(vision::Idefics3ProcessorConfig::from_json(bad), Error);
