@@ -94,13 +94,16 @@ class Runner {
       n_images += m.n_images;
     }
     std::vector<models::ImageFeatures> embs;
+    std::vector<models::ImagePixels> pixels;
     if (n_images > 0) {
-      const models::ImageFeatures& e = embedding(image);
-      for (int i = 0; i < n_images; ++i) embs.push_back(e);
+      const Encoded& e = encoded(image);
+      for (int i = 0; i < n_images; ++i) {
+        embs.push_back(e.features);
+        pixels.push_back(e.pixels);
+      }
     }
-    std::vector<int64_t> counts;
-    for (const auto& e : embs) counts.push_back(e.n_tokens());
-    const std::vector<int32_t> ids = engine_.tokenize_prompt(engine_.render_prompt(messages), counts);
+    // From the processed images: their token counts, or (Idefics3) their tiles' markers.
+    const std::vector<int32_t> ids = engine_.tokenize_prompt(engine_.render_prompt(messages), pixels);
     if (int64_t(ids.size()) + 1 >= engine_.n_ctx()) return false;
     runtime::GenerateOptions g;
     g.max_new_tokens = max_tokens;  // greedy: default sampling has temperature 0
@@ -109,7 +112,12 @@ class Runner {
   }
 
  private:
-  const models::ImageFeatures& embedding(const std::string& image) {
+  struct Encoded {
+    models::ImagePixels pixels;
+    models::ImageFeatures features;
+  };
+
+  const Encoded& encoded(const std::string& image) {
     for (auto it = cache_.begin(); it != cache_.end(); ++it)
       if (it->first == image) {
         cache_.splice(cache_.begin(), cache_, it);
@@ -127,7 +135,10 @@ class Runner {
       std::fill(grey.pixels.begin(), grey.pixels.end(), uint8_t(128));
       img = std::move(grey);
     }
-    cache_.emplace_front(image, engine_.encode_image(img));
+    Encoded e;
+    e.pixels = engine_.process_image(img);
+    e.features = engine_.encode_image(e.pixels);
+    cache_.emplace_front(image, std::move(e));
     if (cache_.size() > 8) cache_.pop_back();
     return cache_.front().second;
   }
@@ -136,7 +147,7 @@ class Runner {
   const EvalOptions& opt_;
   std::string images_dir_;
   bool vision_;
-  std::list<std::pair<std::string, models::ImageFeatures>> cache_;  // most recent first
+  std::list<std::pair<std::string, Encoded>> cache_;  // most recent first
 };
 
 class Progress {

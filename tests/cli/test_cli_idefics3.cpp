@@ -57,39 +57,63 @@ TEST(CliIdefics3, ForwardFromPhotoAndFromPixelValues) {
       << log;
 }
 
-// A SmolVLM-shaped model made by init-model (preset smolvlm-tiny, the Llama-3 tokenizer with Idefics3's added
-// tokens): `iris forward -p` expands the image as the Hugging Face processor does (451x300 photo -> 256x170 ->
-// 256x192: 3 rows x 4 tiles of 64 + the global view, 4 image tokens each, <row_r_col_c> before each tile), and
-// `iris run` answers; a tokenizer without the markers is a clear error.
-TEST(CliIdefics3, RunExpandsTheImagePrompt) {
-  const std::string dir = test::temp_dir() + "/smolvlm-cli", model = dir + "/model", out = dir + "/out";
-  std::string log;
-  ASSERT_EQ(test::run_iris("init-model --preset smolvlm-tiny --seed 5 --std 0.1 --tokenizer " + test::shared_dir() +
-                               "/tokenizers/llama3 --out " + model,
-                           &log),
-            0)
-      << log;
-  // The Llama-3 tokenizer's chat template knows no images: use the processor's default (SmolVLM's) instead.
-  nlohmann::json tc = io::read_json_file(model + "/tokenizer_config.json");
-  tc.erase("chat_template");
-  io::write_file_atomic(model + "/tokenizer_config.json", tc.dump(2));
-  const std::string photo = test::shared_dir() + "/refcases/idefics3_s/photo_cat_451x300.png";
-  // Without the markers in the tokenizer: a one-line error.
-  EXPECT_EQ(test::run_iris("forward -m " + model + " --image " + photo + " -p 'What is it?' -t 1", &log), 1) << log;
-  EXPECT_NE(log.find("<fake_token_around_image>"), std::string::npos) << log;
-  // Idefics3's added tokens, as SmolVLM's tokenizer has them.
-  nlohmann::json tj = io::read_json_file(model + "/tokenizer.json");
-  std::vector<std::string> added{"<fake_token_around_image>", "<image>", "<global-img>"};
-  for (int r = 1; r <= 6; ++r)
-    for (int c = 1; c <= 6; ++c) added.push_back("<row_" + std::to_string(r) + "_col_" + std::to_string(c) + ">");
-  added.push_back("<end_of_utterance>");
-  for (size_t i = 0; i < added.size(); ++i)
-    tj["added_tokens"].push_back({{"id", 128256 + int(i)}, {"content", added[i]}, {"single_word", false},
-                                  {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}});
-  io::write_file_atomic(model + "/tokenizer.json", tj.dump());
+// A SmolVLM-shaped model made by init-model (preset smolvlm-tiny) with the Llama-3 tokenizer, first without and
+// then with Idefics3's added tokens, and the generated shapes data for eval.
+namespace {
 
-  ASSERT_EQ(test::run_iris("forward -m " + model + " --image " + photo + " -p 'What is it?' --save-processor-outputs " +
-                               out + " -t 1",
+struct SmolFixture {
+  std::string dir, model, data, no_markers_log;
+  int no_markers_rc = -1;
+};
+
+const SmolFixture& smol_fixture() {
+  static SmolFixture f = [] {
+    SmolFixture x;
+    x.dir = test::temp_dir() + "/smolvlm-cli";
+    x.model = x.dir + "/model";
+    x.data = x.dir + "/data";
+    std::string log;
+    EXPECT_EQ(test::run_iris("data shapes --out " + x.data + " --n 8 --seed 3", &log), 0) << log;
+    EXPECT_EQ(test::run_iris("init-model --preset smolvlm-tiny --seed 5 --std 0.1 --tokenizer " + test::shared_dir() +
+                                 "/tokenizers/llama3 --out " + x.model,
+                             &log),
+              0)
+        << log;
+    // The Llama-3 tokenizer's chat template knows no images: use the processor's default (SmolVLM's) instead.
+    nlohmann::json tc = io::read_json_file(x.model + "/tokenizer_config.json");
+    tc.erase("chat_template");
+    io::write_file_atomic(x.model + "/tokenizer_config.json", tc.dump(2));
+    const std::string photo = test::shared_dir() + "/refcases/idefics3_s/photo_cat_451x300.png";
+    x.no_markers_rc = test::run_iris("forward -m " + x.model + " --image " + photo + " -p 'What is it?' -t 1",
+                                     &x.no_markers_log);
+    // Idefics3's added tokens, as SmolVLM's tokenizer has them.
+    nlohmann::json tj = io::read_json_file(x.model + "/tokenizer.json");
+    std::vector<std::string> added{"<fake_token_around_image>", "<image>", "<global-img>"};
+    for (int r = 1; r <= 6; ++r)
+      for (int c = 1; c <= 6; ++c) added.push_back("<row_" + std::to_string(r) + "_col_" + std::to_string(c) + ">");
+    added.push_back("<end_of_utterance>");
+    for (size_t i = 0; i < added.size(); ++i)
+      tj["added_tokens"].push_back({{"id", 128256 + int(i)}, {"content", added[i]}, {"single_word", false},
+                                    {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}});
+    io::write_file_atomic(x.model + "/tokenizer.json", tj.dump());
+    return x;
+  }();
+  return f;
+}
+
+}  // namespace
+
+// `iris forward -p` expands the image as the Hugging Face processor does (451x300 photo -> 256x170 -> 256x192:
+// 3 rows x 4 tiles of 64 + the global view, 4 image tokens each, <row_r_col_c> before each tile) and `iris run`
+// answers; a tokenizer without the markers is a clear error.
+TEST(CliIdefics3, RunExpandsTheImagePrompt) {
+  const SmolFixture& f = smol_fixture();
+  EXPECT_EQ(f.no_markers_rc, 1) << f.no_markers_log;
+  EXPECT_NE(f.no_markers_log.find("<fake_token_around_image>"), std::string::npos) << f.no_markers_log;
+  const std::string photo = test::shared_dir() + "/refcases/idefics3_s/photo_cat_451x300.png", out = f.dir + "/out";
+  std::string log;
+  ASSERT_EQ(test::run_iris("forward -m " + f.model + " --image " + photo +
+                               " -p 'What is it?' --save-processor-outputs " + out + " -t 1",
                            &log),
             0)
       << log;
@@ -113,5 +137,18 @@ TEST(CliIdefics3, RunExpandsTheImagePrompt) {
   Tensor pv = io::load_npy(out + "/pixel_values.npy");
   EXPECT_EQ(pv.shape(), (Shape{1, 13, 3, 64, 64}));
 
-  ASSERT_EQ(test::run_iris("run -m " + model + " --image " + photo + " -p 'What is it?' -n 4 -t 1", &log), 0) << log;
+  ASSERT_EQ(test::run_iris("run -m " + f.model + " --image " + photo + " -p 'What is it?' -n 4 -t 1", &log), 0) << log;
+}
+
+// iris eval (VQA, POPE, captions) runs on the family: each record's image expanded with its own tiles.
+TEST(CliIdefics3, EvalRuns) {
+  const SmolFixture& f = smol_fixture();
+  std::string log;
+  ASSERT_EQ(test::run_iris("eval -m " + f.model + " --data " + f.data + "/llava.json --images " + f.data + " --pope " +
+                               f.data + "/pope.jsonl --captions " + f.data + "/captions.jsonl --limit 2 -t 1",
+                           &log),
+            0)
+      << log;
+  EXPECT_NE(log.find("overall"), std::string::npos) << log;
+  EXPECT_NE(log.find("POPE"), std::string::npos) << log;
 }
