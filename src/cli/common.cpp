@@ -46,6 +46,9 @@ void ModelFlags::add(CLI::App& app) {
       ->check(CLI::IsMember({"none", "square"}));
   app.add_option("--min-pixels", min_pixels, "Qwen2-VL: fewest pixels an image is resized to (default: the folder's)");
   app.add_option("--max-pixels", max_pixels, "Qwen2-VL: most pixels an image is resized to, bounding its tokens (default: the folder's)");
+  app.add_option("--max-tiles", max_tiles,
+                 "Idefics3 / SmolVLM: most tiles an image is cut into (1: the image whole; default: the folder's "
+                 "longest edge)");
   app.add_option("--max-image-pixels", max_image_pixels, "refuse images with more pixels than this (checked before decoding)");
   app.add_flag("--no-exif", no_exif, "ignore EXIF orientation");
   app.add_option("--lora", lora, "LoRA adapter folder as PEFT writes it (adapter_config.json + adapter_model.safetensors)");
@@ -67,6 +70,8 @@ runtime::EngineOptions ModelFlags::engine_options() const {
   o.process.max_pixels = max_pixels;
   IRIS_CHECK(min_pixels >= 0 && max_pixels >= 0 && (min_pixels == 0 || max_pixels == 0 || min_pixels <= max_pixels),
              "--min-pixels ", min_pixels, " and --max-pixels ", max_pixels, ": expected 0 <= min <= max");
+  IRIS_CHECK(max_tiles >= 0, "--max-tiles must be >= 1");
+  o.process.max_tiles = max_tiles;
   o.decode.max_pixels = max_image_pixels;
   o.decode.apply_exif_orientation = !no_exif;
   if (!lora.empty()) {

@@ -21,6 +21,7 @@ struct ModelFlags {
   int64_t ctx = 0;
   std::string image_pad = "none";
   int64_t min_pixels = 0, max_pixels = 0;  // Qwen2-VL's pixel budget per image (0: the folder's)
+  int64_t max_tiles = 0;                   // Idefics3 / SmolVLM: most tiles per image (0: the folder's)
   int64_t max_image_pixels = 50'000'000;
   bool no_exif = false;
   std::string lora;  // PEFT adapter folder applied after loading

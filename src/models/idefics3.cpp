@@ -31,8 +31,23 @@ Idefics3Processor::Idefics3Processor(const Idefics3Config& cfg, const std::strin
   image_seq_len_ = cfg.image_seq_len();
 }
 
-ImagePixels Idefics3Processor::process(const vision::Image& img, const ProcessOptions&) const {
-  vision::Idefics3Image im = vision::idefics3_process(img, pre_);
+ImagePixels Idefics3Processor::process(const vision::Image& img, const ProcessOptions& opt) const {
+  vision::Idefics3ProcessorConfig pre = pre_;
+  if (opt.max_tiles == 1) {
+    pre.do_image_splitting = false;  // the image whole, squashed to one tile (SmolVLM's unsplit form)
+    pre.square_unsplit = true;
+  } else if (opt.max_tiles > 1 && pre.do_image_splitting && pre.longest_edge > 0) {
+    // The largest longest edge (whole tiles) whose grid has at most max_tiles tiles.
+    int64_t L = pre.longest_edge / pre.tile * pre.tile;
+    while (L > pre.tile) {
+      pre.longest_edge = L;
+      const vision::Idefics3Geometry g = vision::idefics3_geometry(img.height, img.width, pre);
+      if (g.rows * g.cols <= opt.max_tiles) break;
+      L -= pre.tile;
+    }
+    pre.longest_edge = std::max(L, pre.tile);
+  }
+  vision::Idefics3Image im = vision::idefics3_process(img, pre);
   const auto [H, W] = im.frame_hw.at(0);
   for (const auto& hw : im.frame_hw)
     IRIS_CHECK(hw.first == H && hw.second == W, "Idefics3 processor: frames of one image differ in size");

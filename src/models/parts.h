@@ -42,6 +42,7 @@ struct ImageFeatures {
 struct ProcessOptions {
   int64_t min_pixels = 0, max_pixels = 0;  // Qwen2-VL's pixel budget per image
   bool pad_to_square = false;              // LLaVA-1.5's original "pad" aspect-ratio mode
+  int64_t max_tiles = 0;                   // Idefics3 / SmolVLM: most tiles per image (1: the image whole, unsplit)
 };
 
 // Activations a part keeps between its training forward and its backward.

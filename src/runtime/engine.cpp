@@ -198,6 +198,7 @@ models::ImagePixels Engine::process_image(const vision::Image& img, const models
   if (opt) {
     if (opt->min_pixels > 0) o.min_pixels = opt->min_pixels;
     if (opt->max_pixels > 0) o.max_pixels = opt->max_pixels;
+    if (opt->max_tiles > 0) o.max_tiles = opt->max_tiles;
     o.pad_to_square = o.pad_to_square || opt->pad_to_square;
   }
   return model_->processor().process(img, o);

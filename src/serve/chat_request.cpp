@@ -315,6 +315,8 @@ ChatRequest parse_chat_request(const std::string& body, const ChatLimits& lim,
       r.min_pixels = get_int(v, k, 1, int64_t(1) << 40);
     } else if (k == "max_pixels") {
       r.max_pixels = get_int(v, k, 1, int64_t(1) << 40);
+    } else if (k == "max_tiles") {
+      r.max_tiles = get_int(v, k, 1, 1024);
     } else if (k == "mm_processor_kwargs") {
       if (!v.is_object()) wrong_type(k, v, "an object");
       for (auto& [sk, sv] : v.items()) {
@@ -322,6 +324,8 @@ ChatRequest parse_chat_request(const std::string& body, const ChatLimits& lim,
           r.min_pixels = get_int(sv, "mm_processor_kwargs.min_pixels", 1, int64_t(1) << 40);
         else if (sk == "max_pixels")
           r.max_pixels = get_int(sv, "mm_processor_kwargs.max_pixels", 1, int64_t(1) << 40);
+        else if (sk == "max_tiles")
+          r.max_tiles = get_int(sv, "mm_processor_kwargs.max_tiles", 1, 1024);
         else
           bad("mm_processor_kwargs." + sk, "Unrecognized parameter: 'mm_processor_kwargs." + sk + "'.");
       }

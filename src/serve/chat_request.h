@@ -42,6 +42,7 @@ struct ChatRequest {
   // Per-request pixel budget of each image (Qwen2-VL's processor), as vLLM's mm_processor_kwargs: top-level
   // "min_pixels" / "max_pixels" or inside "mm_processor_kwargs"; 0: the model's.
   int64_t min_pixels = 0, max_pixels = 0;
+  int64_t max_tiles = 0;  // Idefics3 / SmolVLM: "max_tiles" or mm_processor_kwargs.max_tiles; 0: the model's
 
   size_t n_images() const;
 };

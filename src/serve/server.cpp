@@ -326,7 +326,8 @@ runtime::Request Server::Impl::prepare(const ChatRequest& c, int64_t& prompt_tok
   models::ProcessOptions popt;
   popt.min_pixels = c.min_pixels;
   popt.max_pixels = c.max_pixels;
-  const std::string settings = str_cat(":", c.min_pixels, ":", c.max_pixels);
+  popt.max_tiles = c.max_tiles;
+  const std::string settings = str_cat(":", c.min_pixels, ":", c.max_pixels, ":", c.max_tiles);
   auto load_images = [&] {
     for (const ChatMessageIn& m : c.messages) {
       for (const ChatImageRef& ref : m.images) {

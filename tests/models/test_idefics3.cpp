@@ -9,6 +9,7 @@
 #include <cctype>
 #include <filesystem>
 #include <iostream>
+#include <tuple>
 
 #include "io/file.h"
 #include "io/npy.h"
@@ -161,4 +162,24 @@ TEST_P(Idefics3Model, PromptExpansionMatchesTheProcessor) {
   expanded += text.substr(pos);
   EXPECT_EQ(k, photos.size());
   EXPECT_EQ(toy_tokenize(expanded, p["specials"]), ids_of(io::load_npy(dir + "/input_ids.npy")));
+}
+
+// --max-tiles (ProcessOptions::max_tiles): the largest longest edge whose grid has at most that many tiles, or the
+// image whole (one tile) for 1; the expansion and the model follow the grid.
+TEST(Idefics3Model, MaxTilesBoundsTheGrid) {
+  const std::string dir = test::shared_dir() + "/refcases/idefics3_s";
+  auto m = models::Vlm::load(dir, {models::WeightPrecision::F32});
+  const vision::Image img = vision::load_image(dir + "/photo_cat_451x300.png");
+  auto frames = [&](int64_t max_tiles) {
+    models::ProcessOptions o;
+    o.max_tiles = max_tiles;
+    models::ImagePixels px = m->processor().process(img, o);
+    EXPECT_EQ(m->encode_image(px).n_tokens(), m->processor().tokens_for(px));
+    return std::tuple<int64_t, int64_t, int64_t>{px.values.dim(0), px.grid_h, px.grid_w};
+  };
+  EXPECT_EQ(frames(0), (std::tuple<int64_t, int64_t, int64_t>{7, 2, 3}));   // the folder's: 252 px, 2x3 tiles
+  EXPECT_EQ(frames(6), (std::tuple<int64_t, int64_t, int64_t>{7, 2, 3}));
+  EXPECT_EQ(frames(4), (std::tuple<int64_t, int64_t, int64_t>{5, 2, 2}));   // 168 px: 168x112 -> 168x168
+  EXPECT_EQ(frames(2), (std::tuple<int64_t, int64_t, int64_t>{1, 0, 0}));   // 84 px: no 2-tile grid fits
+  EXPECT_EQ(frames(1), (std::tuple<int64_t, int64_t, int64_t>{1, 0, 0}));   // the whole image as one tile
 }

@@ -63,6 +63,18 @@ test('the image prompt is expanded as iris forward -p expands it, per image size
     `${sq.json.usage.prompt_tokens} vs ${r.json.usage.prompt_tokens}`);
 });
 
+test('max_tiles per request bounds the tile grid (top level or in mm_processor_kwargs)', async () => {
+  const full = (await post(server, ask())).json.usage.prompt_tokens;          // 3 x 4 tiles + global
+  const four = await post(server, { ...ask(), max_tiles: 4 });               // 2 x 2 + global
+  const one = await post(server, { ...ask(), mm_processor_kwargs: { max_tiles: 1 } });  // the global view only
+  assert.equal(four.status, 200, four.text);
+  assert.equal(one.status, 200, one.text);
+  assert.ok(one.json.usage.prompt_tokens < four.json.usage.prompt_tokens, four.text);
+  assert.ok(four.json.usage.prompt_tokens < full, four.text);
+  const bad = await post(server, { ...ask(), max_tiles: 0 });
+  assert.equal(bad.status, 400, bad.text);
+});
+
 test('parallel requests answer as one at a time; a prompt longer than the context is a 400', async () => {
   const one = await post(server, ask());
   const [a, b] = await Promise.all([post(server, ask()), post(server, ask())]);
