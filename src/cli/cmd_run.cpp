@@ -21,7 +21,8 @@ Runner add_run(CLI::App& app) {
   app.add_option("-p,--prompt", o->prompt, "the question or instruction")->required();
   app.add_option("--system", o->system, "system message");
   app.add_option("-n,--n-predict", o->n_predict, "tokens to generate at most (-1: until EOS or the context is full)");
-  app.add_flag("--timings", o->timings, "print image-encode ms, prefill and decode tokens/s to stderr");
+  app.add_flag("--timings", o->timings,
+               "print image-encode ms and image tokens, prefill and decode tokens/s to stderr");
   app.add_flag("--verbose-prompt", o->verbose_prompt, "print the rendered prompt and its token count to stderr");
   app.add_flag("--raw", o->raw, "use the prompt as it is, without the chat template (write <image> where images go)");
   return [o] {
@@ -61,7 +62,10 @@ Runner add_run(CLI::App& app) {
     std::fputc('\n', stdout);
     if (o->timings) {
       const auto& t = r.timings;
-      std::fprintf(stderr, "image encode: %.1f ms (%zu image%s)\n", enc_ms, imgs.size(), imgs.size() == 1 ? "" : "s");
+      int64_t image_tokens = 0;
+      for (const auto& e : embs) image_tokens += e.n_tokens();
+      std::fprintf(stderr, "image encode: %.1f ms (%zu image%s, %lld image tokens)\n", enc_ms, imgs.size(),
+                   imgs.size() == 1 ? "" : "s", (long long)image_tokens);
       std::fprintf(stderr, "prefill: %lld tokens in %.1f ms (%.1f tok/s)\n", (long long)t.prompt_tokens, t.prefill_ms,
                    t.prefill_ms > 0 ? 1000.0 * double(t.prompt_tokens) / t.prefill_ms : 0.0);
       // The first generated token comes from the prefill's logits; decode steps = tokens - 1.

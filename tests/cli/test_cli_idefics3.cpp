@@ -137,7 +137,17 @@ TEST(CliIdefics3, RunExpandsTheImagePrompt) {
   Tensor pv = io::load_npy(out + "/pixel_values.npy");
   EXPECT_EQ(pv.shape(), (Shape{1, 13, 3, 64, 64}));
 
-  ASSERT_EQ(test::run_iris("run -m " + f.model + " --image " + photo + " -p 'What is it?' -n 4 -t 1", &log), 0) << log;
+  ASSERT_EQ(test::run_iris("run -m " + f.model + " --image " + photo + " -p 'What is it?' -n 4 -t 1 --timings", &log),
+            0)
+      << log;
+  EXPECT_NE(log.find("52 image tokens"), std::string::npos) << log;
+  // --max-tiles 4: 256x170 -> 2 x 2 tiles at a longest edge of 128 -> 5 frames, 20 image tokens.
+  ASSERT_EQ(test::run_iris("run -m " + f.model + " --image " + photo +
+                               " -p 'What is it?' -n 2 -t 1 --timings --max-tiles 4",
+                           &log),
+            0)
+      << log;
+  EXPECT_NE(log.find("20 image tokens"), std::string::npos) << log;
 }
 
 // iris eval (VQA, POPE, captions) runs on the family: each record's image expanded with its own tiles.
