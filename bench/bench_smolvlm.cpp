@@ -1,8 +1,8 @@
 // SmolVLM speed at real scale: creates (once) a model with the shapes of SmolVLM-256M-Instruct and random weights
 // (preset smolvlm-256m: SigLIP base patch-16 at 512 px, pixel shuffle by 4, SmolLM2-135M), saves it as a bf16
 // Hugging Face folder, loads it like any checkpoint and reports, on the threads given:
-//   - image encode (processor + tower + connector) of photos that become 1, 4 + 1 and 12 + 1 frames of 512 px
-//     (tiles and the global view), ms per photo and per frame, and the tower's matrix products timed alone at a
+//   - image encode (processor + tower + connector) of photos cut with --max-tiles 1, 4 and 12 into 1, 4 + 1
+//     and 12 + 1 frames of 512 px (tiles and the global view), ms per photo and per frame, and the tower's matrix products timed alone at a
 //     frame's row count (1024 patches) against the bf16 matmul throughput measured in the same run;
 //   - prefill tok/s (the 13-frame photo: 832 image tokens + 64 text) and decode tok/s against the read bandwidth.
 // Usage: bench_smolvlm [--dir DIR (default bench-smolvlm)] [-t THREADS (2)] [--decode N (32)]
@@ -12,7 +12,6 @@
 
 #include "bench_vlm.h"
 #include "models/presets.h"
-#include "vision/idefics3_processor.h"
 
 using namespace iris;
 namespace fs = std::filesystem;
@@ -60,29 +59,23 @@ int main(int argc, char** argv) {
   std::printf("one frame's matrix products alone: %.0f ms, %.0f GFLOP/s, %.0f%% of the bf16 matmul\n", frame_mm * 1e3,
               frame_flops / frame_mm / 1e9, 100.0 * frame_flops / frame_mm / 1e9 / peak);
 
-  // Photos that split into 1, 4 and 12 tiles of 512 px (the processor's longest edge set to match).
-  struct Case { int w, h; int64_t longest_edge; };
-  const Case cases[] = {{640, 480, 512}, {1280, 1280, 1024}, {2048, 1536, 2048}};
-  std::printf("\n| photo | longest edge | tiles | frames | image tokens | encode ms | ms per frame | of which matrix "
+  // Photos cut into 1, 4 and 12 tiles of 512 px, through the model's processor with --max-tiles.
+  struct Case { int w, h; int64_t max_tiles; };
+  const Case cases[] = {{640, 480, 1}, {1280, 1280, 4}, {2048, 1536, 12}};
+  std::printf("\n| photo | max tiles | tiles | frames | image tokens | encode ms | ms per frame | of which matrix "
               "products |\n|---|---|---|---|---|---|---|---|\n");
   models::ImageFeatures keep;
-  vision::Idefics3ProcessorConfig pc;
-  pc.tile = v.image_size;
   for (const Case& c : cases) {
-    pc.longest_edge = c.longest_edge;
+    models::ProcessOptions o;
+    o.max_tiles = c.max_tiles;
     const vision::Image img = test_image(c.w, c.h);
     auto t0 = Clock::now();
-    vision::Idefics3Image im = vision::idefics3_process(img, pc);
-    models::ImagePixels px;
-    const auto [H, W] = im.frame_hw[0];
-    px.values = Tensor::empty({int64_t(im.frames.size()), 3, H, W});
-    for (size_t f = 0; f < im.frames.size(); ++f)
-      std::copy(im.frames[f].begin(), im.frames[f].end(), px.values.data<float>() + int64_t(f) * 3 * H * W);
+    models::ImagePixels px = m->processor().process(img, o);
     models::ImageFeatures feat = m->encode_image(px);
     const double sec = secs(t0);
-    const int64_t frames = int64_t(im.frames.size());
-    std::printf("| %dx%d | %lld | %lld | %lld | %lld | %.0f | %.0f | %.0f%% |\n", c.w, c.h, (long long)c.longest_edge,
-                (long long)(im.rows * im.cols), (long long)frames, (long long)feat.n_tokens(), sec * 1e3,
+    const int64_t frames = px.values.dim(0);
+    std::printf("| %dx%d | %lld | %lld | %lld | %lld | %.0f | %.0f | %.0f%% |\n", c.w, c.h, (long long)c.max_tiles,
+                (long long)(px.grid_h * px.grid_w), (long long)frames, (long long)feat.n_tokens(), sec * 1e3,
                 sec * 1e3 / double(frames), 100.0 * frame_mm * double(frames) / sec);
     keep = feat;
   }

@@ -3,11 +3,23 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 namespace iris::models {
 
 namespace {
+
+// Frames of all images, and the largest frame height and width: the padded batch HF's processor returns.
+std::tuple<int64_t, int64_t, int64_t> batch_extent(const std::vector<ImagePixels>& images) {
+  int64_t n = 0, H = 0, W = 0;
+  for (const auto& p : images) {
+    n += p.values.dim(0);
+    H = std::max(H, p.values.dim(2));
+    W = std::max(W, p.values.dim(3));
+  }
+  return {n, H, W};
+}
 
 [[noreturn]] void no_training() {
   throw Error("training Idefics3 / SmolVLM models is not supported yet (inference only)");
@@ -62,12 +74,7 @@ ImagePixels Idefics3Processor::process(const vision::Image& img, const ProcessOp
 }
 
 Tensor Idefics3Processor::batch_pixel_values(const std::vector<ImagePixels>& images) const {
-  int64_t n = 0, H = 0, W = 0;
-  for (const auto& p : images) {
-    n += p.values.dim(0);
-    H = std::max(H, p.values.dim(2));
-    W = std::max(W, p.values.dim(3));
-  }
+  const auto [n, H, W] = batch_extent(images);
   Tensor out = Tensor::zeros({1, n, 3, H, W});
   int64_t f = 0;
   for (const auto& p : images)
@@ -83,12 +90,7 @@ Tensor Idefics3Processor::batch_pixel_values(const std::vector<ImagePixels>& ima
 
 std::vector<std::pair<std::string, Tensor>> Idefics3Processor::extra_outputs(
     const std::vector<ImagePixels>& images) const {
-  int64_t n = 0, H = 0, W = 0;
-  for (const auto& p : images) {
-    n += p.values.dim(0);
-    H = std::max(H, p.values.dim(2));
-    W = std::max(W, p.values.dim(3));
-  }
+  const auto [n, H, W] = batch_extent(images);
   Tensor mask = Tensor::zeros({1, n, H, W}, DType::I64);
   int64_t f = 0;
   for (const auto& p : images)

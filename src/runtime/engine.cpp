@@ -132,11 +132,19 @@ std::string Engine::render_prompt(const std::vector<ChatMessage>& messages, bool
   return text::ChatTemplate(chat_template_).render(ctx);
 }
 
+namespace {
+
+// Encodes a rendered prompt, adding BOS unless the text already starts with it (templates that write bos_token).
+std::vector<int32_t> encode_with_bos(const text::Tokenizer& tok, const std::string& text) {
+  const bool add_special = tok.bos_token().empty() || text.compare(0, tok.bos_token().size(), tok.bos_token()) != 0;
+  return tok.encode(text, add_special);
+}
+
+}  // namespace
+
 std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt, const std::vector<int64_t>& image_tokens) const {
   const text::Tokenizer& tok = tokenizer();
-  // Add BOS unless the rendered template already starts with it (templates that write bos_token themselves).
-  bool add_special = tok.bos_token().empty() || prompt.compare(0, tok.bos_token().size(), tok.bos_token()) != 0;
-  std::vector<int32_t> ids = tok.encode(prompt, add_special);
+  std::vector<int32_t> ids = encode_with_bos(tok, prompt);
   if (image_token_ < 0) return ids;
   const int64_t fixed = model_->processor().fixed_tokens();
   std::vector<int32_t> out;
@@ -182,8 +190,7 @@ std::vector<int32_t> Engine::tokenize_prompt(const std::string& prompt,
     }
     text += prompt.substr(pos);
     IRIS_CHECK(k == images.size(), "the prompt has ", k, " image(s) but ", images.size(), " were given");
-    const bool add_special = tok.bos_token().empty() || text.compare(0, tok.bos_token().size(), tok.bos_token()) != 0;
-    std::vector<int32_t> ids = tok.encode(text, add_special);
+    std::vector<int32_t> ids = encode_with_bos(tok, text);
     IRIS_CHECK(std::count(ids.begin(), ids.end(), image_token_) == want, "the expanded prompt has ",
                std::count(ids.begin(), ids.end(), image_token_), " image tokens, the images need ", want);
     return ids;
